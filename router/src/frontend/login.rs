@@ -1,0 +1,216 @@
+//! From accepted socket to running session: negotiation, authentication,
+//! choosing the pool, and the greeting (ParameterStatus, BackendKeyData,
+//! ReadyForQuery) a client expects from PostgreSQL.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use crate::backend::params::StartupParams;
+use crate::backend::pool::PoolError;
+use crate::config::PoolMode;
+use crate::net::{self, Keepalive, Stream};
+use crate::protocol::backend as be;
+use crate::protocol::sqlstate;
+use crate::route;
+use crate::runtime::Worker;
+
+use super::auth::{self, AuthError};
+use super::cancel;
+use super::session::{Session, SessionSettings};
+use super::startup::{self, Opening, Refusal, StartupError};
+
+/// Counts a client against `max_client_conn` for as long as it is held.
+struct ClientSlot<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub async fn handle_client(worker: Rc<Worker>, tcp: TcpStream, peer: SocketAddr) {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("client", id, %peer, user = tracing::field::Empty, database = tracing::field::Empty);
+    handle(worker, tcp).instrument(span).await
+}
+
+async fn handle(worker: Rc<Worker>, tcp: TcpStream) {
+    let shared = worker.shared.clone();
+    let _slot = ClientSlot(&shared.clients);
+    let count = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
+    let snapshot = shared.snapshot();
+    let general = &snapshot.config.router.general;
+    net::tune(
+        &tcp,
+        general.tcp_keepalive.then_some(Keepalive {
+            idle: Duration::from_millis(general.tcp_keepalive_idle_ms),
+            interval: Duration::from_millis(general.tcp_keepalive_interval_ms),
+            count: general.tcp_keepalive_count,
+        }),
+    );
+    let login_timeout = Duration::from_millis(general.client_login_timeout_ms);
+
+    let opening =
+        tokio::time::timeout(login_timeout, startup::negotiate(tcp, snapshot.tls.as_ref(), general.tls_mode)).await;
+    let login = match opening {
+        Err(_) => return,
+        Ok(Err(StartupError::Io(_))) => return,
+        Ok(Err(StartupError::Refused(stream, refusal))) => {
+            tracing::info!(code = refusal.code, message = %refusal.message, "startup refused");
+            startup::refuse(stream, &refusal).await;
+            return;
+        }
+        Ok(Ok(Opening::Cancel { pid, secret })) => {
+            if let Some(key) = shared.cancels.lookup(pid, secret) {
+                tracing::debug!(server_pid = key.pid, "forwarding cancel request");
+                if let Err(e) = cancel::send_cancel(key).await {
+                    tracing::warn!(error = %e, "cancel request could not reach the server");
+                }
+            }
+            return;
+        }
+        Ok(Ok(Opening::Login(login))) => login,
+    };
+    let span = tracing::Span::current();
+    span.record("user", login.user.as_str());
+    span.record("database", login.database.as_str());
+
+    let startup::Login { mut stream, user, database, params, leftover } = login;
+    let mut buf = leftover;
+
+    if shared.shutdown.is_cancelled() {
+        let r = Refusal::new(sqlstate::CANNOT_CONNECT_NOW, "pgdog-router is shutting down");
+        return startup::refuse(stream, &r).await;
+    }
+    if count > general.max_client_conn {
+        let r = Refusal::new(sqlstate::TOO_MANY_CONNECTIONS, "sorry, too many clients already");
+        return startup::refuse(stream, &r).await;
+    }
+
+    // Authenticate first, as PostgreSQL does: an unknown database is only
+    // revealed to a client that proved who it is.
+    let databases = &snapshot.config.router.databases;
+    let credential = snapshot.credentials.get(&(user.clone(), database.clone())).or_else(|| {
+        if route::database_exists(databases, &database) {
+            None
+        } else {
+            snapshot.credentials.iter().find(|((u, _), _)| *u == user).map(|(_, c)| c)
+        }
+    });
+    let authed =
+        tokio::time::timeout(login_timeout, auth::authenticate(&mut stream, &mut buf, &user, credential)).await;
+    match authed {
+        Err(_) => return,
+        Ok(Err(AuthError::Io(_))) => return,
+        Ok(Err(AuthError::Refused(r))) => {
+            tracing::info!(code = r.code, message = %r.message, "authentication failed");
+            return startup::refuse(stream, &r).await;
+        }
+        Ok(Ok(())) => {}
+    }
+
+    let Some(entry) = route::primary(databases, &database) else {
+        let r = if route::database_exists(databases, &database) {
+            Refusal::new(sqlstate::CONNECTION_FAILURE, format!("no primary is configured for database \"{database}\""))
+        } else {
+            Refusal::new(sqlstate::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist"))
+        };
+        return startup::refuse(stream, &r).await;
+    };
+    let key = crate::backend::pool::PoolKey {
+        user: user.clone(),
+        database: database.clone(),
+        host: entry.host.clone(),
+        port: entry.port,
+    };
+    let Some(shared_pool) = snapshot.pools.get(&key) else {
+        let r = Refusal::new(sqlstate::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist"));
+        return startup::refuse(stream, &r).await;
+    };
+    let pool = worker.pool(shared_pool);
+    let mode = pool.shared.mode();
+
+    let startup_params = match StartupParams::from_startup(&params) {
+        Ok(p) => p,
+        Err(e) => return startup::refuse(stream, &Refusal::new(sqlstate::FEATURE_NOT_SUPPORTED, e.0)).await,
+    };
+
+    // Session mode binds now, so the client learns its real backend pid.
+    // Other modes bind once when the pool has never reported its server
+    // parameters, so the greeting carries real values.
+    let need_server = mode == PoolMode::Session || pool.shared.server_params().is_none();
+    let mut bound = None;
+    if need_server {
+        match pool.checkout().await {
+            Ok(mut server) => {
+                if let Err(e) = server.apply_params(&startup_params).await {
+                    pool.checkin(server);
+                    let r = Refusal { code: sqlstate::INVALID_PARAMETER_VALUE, message: e.to_string() };
+                    return startup::refuse(stream, &r).await;
+                }
+                bound = Some(server);
+            }
+            Err(e) => {
+                let code = match &e {
+                    PoolError::Timeout { .. } => sqlstate::TOO_MANY_CONNECTIONS,
+                    PoolError::Server(_) => sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                    PoolError::Retired(_) => sqlstate::ADMIN_SHUTDOWN,
+                };
+                return startup::refuse(stream, &Refusal::new(code, e.to_string())).await;
+            }
+        }
+    }
+    let cancel = shared.cancels.register(if mode == PoolMode::Session { bound.as_ref().map(|s| s.pid) } else { None });
+
+    let server_params: Vec<(String, String)> = match &bound {
+        Some(s) => s.params.clone(),
+        None => pool.shared.server_params().map(|p| p.as_ref().clone()).unwrap_or_default(),
+    };
+    if mode != PoolMode::Session {
+        if let Some(server) = bound.take() {
+            pool.checkin(server);
+        }
+    }
+
+    let mut out = BytesMut::with_capacity(512);
+    be::authentication_ok(&mut out);
+    for (name, value) in &server_params {
+        // What the client set at startup is what it will see in force.
+        let value = startup_params.get(name).unwrap_or(value);
+        be::parameter_status(&mut out, name, value);
+    }
+    be::backend_key_data(&mut out, cancel.pid, cancel.secret);
+    be::ready_for_query(&mut out, b'I');
+    if stream.write_all(&out).await.is_err() {
+        if let Some(server) = bound {
+            pool.checkin(server);
+        }
+        return;
+    }
+    tracing::debug!(?mode, "client logged in");
+
+    let settings = SessionSettings {
+        mode,
+        idle_in_transaction_timeout: match general.idle_in_transaction_timeout_ms {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        },
+        user,
+        database,
+    };
+    let session =
+        Session::new(stream, buf, pool, startup_params, settings, cancel, shared.shutdown.clone().cancelled_owned());
+    drop(snapshot);
+    session.run(bound).await;
+}
+
+#[allow(dead_code)]
+fn _assert_stream(_: &Stream) {}

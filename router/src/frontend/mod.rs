@@ -1,0 +1,10 @@
+//! Client side: accepting connections, startup and TLS, authentication,
+//! cancel requests, and the session loop that forwards to servers.
+
+pub mod auth;
+pub mod cancel;
+pub mod listener;
+pub mod login;
+pub mod session;
+pub mod startup;
+pub mod tls;

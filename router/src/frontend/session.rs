@@ -1,0 +1,729 @@
+//! A client session after login: binds server connections as the pool mode
+//! says and forwards bytes both ways.
+//!
+//! The forwarding pump is a hand-written poll loop over both sockets: it
+//! reads whatever is available, classifies message boundaries without
+//! parsing bodies, and writes the same bytes on in one call — no copy, no
+//! allocation per message. Both directions progress independently, so a
+//! client that pipelines without reading cannot deadlock against a server
+//! that writes without reading.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use crate::backend::params::StartupParams;
+use crate::backend::pool::{Pool, PoolError};
+use crate::backend::server::Server;
+use crate::config::PoolMode;
+use crate::net::Stream;
+use crate::protocol::backend::{self as be, ErrorFields, Severity};
+use crate::protocol::frame::{self, FrameError};
+use crate::protocol::sqlstate;
+use crate::protocol::stream::{Event, Scanner, TagSet};
+
+use super::cancel::{self, CancelHandle, ServerKey};
+
+/// Client messages the pump must see whole: Terminate is not forwarded.
+const CLIENT_INSPECT: TagSet = TagSet::new(b"X");
+/// Server messages the pump must see whole: ReadyForQuery ends a request,
+/// a FATAL ErrorResponse announces the server is going away.
+const SERVER_INSPECT: TagSet = TagSet::new(b"ZE");
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Why the pump stopped.
+#[derive(Debug)]
+enum Outcome {
+    /// The server is idle and everything was forwarded: it can go back.
+    Released,
+    ClientGone,
+    /// The server closed or failed. `fatal` is the FATAL error it sent first.
+    ServerGone {
+        fatal: Option<ErrorFields>,
+        error: Option<String>,
+    },
+    ClientProtocol(FrameError),
+    ServerProtocol(FrameError),
+    /// Statement mode: the server reported an open transaction.
+    TransactionInStatementMode,
+    IdleInTransactionTimeout,
+}
+
+/// Settings a session runs with, fixed at login.
+pub struct SessionSettings {
+    pub mode: PoolMode,
+    pub idle_in_transaction_timeout: Option<Duration>,
+    pub user: String,
+    pub database: String,
+}
+
+pub struct Session {
+    client: Stream,
+    cbuf: BytesMut,
+    cscan: Scanner,
+    /// Scanned client bytes at the front of `cbuf` not yet written to the server.
+    c_ready: usize,
+    /// Bytes of a whole client message to drop once `c_ready` is written.
+    c_drop: usize,
+    client_done: bool,
+    sscan: Scanner,
+    s_ready: usize,
+    s_drop: usize,
+    /// ReadyForQuery messages still owed to the client.
+    pending: u32,
+    /// Extended-protocol messages sent since the last Sync.
+    unsynced: bool,
+    /// Set when a ReadyForQuery completes the last request and the server is idle.
+    release: bool,
+    fatal: Option<ErrorFields>,
+    statement_txn: bool,
+    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    shutting_down: bool,
+    /// The client believes it is in a failed transaction whose server was
+    /// lost; the router answers until the client ends it.
+    orphaned_txn: bool,
+    /// After a refused request, drop extended-protocol messages until Sync.
+    skip_to_sync: bool,
+    pool: Rc<Pool>,
+    params: StartupParams,
+    settings: SessionSettings,
+    cancel: CancelHandle,
+    out: BytesMut,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Stream,
+        leftover: BytesMut,
+        pool: Rc<Pool>,
+        params: StartupParams,
+        settings: SessionSettings,
+        cancel: CancelHandle,
+        shutdown: WaitForCancellationFutureOwned,
+    ) -> Self {
+        let mut cbuf = leftover;
+        cbuf.reserve(READ_CHUNK);
+        Self {
+            client,
+            cbuf,
+            cscan: Scanner::new(CLIENT_INSPECT),
+            c_ready: 0,
+            c_drop: 0,
+            client_done: false,
+            sscan: Scanner::new(SERVER_INSPECT),
+            s_ready: 0,
+            s_drop: 0,
+            pending: 0,
+            unsynced: false,
+            release: false,
+            fatal: None,
+            statement_txn: false,
+            idle_timer: None,
+            shutdown: Box::pin(shutdown),
+            shutting_down: false,
+            orphaned_txn: false,
+            skip_to_sync: false,
+            pool,
+            params,
+            settings,
+            cancel,
+            out: BytesMut::with_capacity(256),
+        }
+    }
+
+    /// Runs the session to its end. `server` is already bound in session mode.
+    pub async fn run(mut self, mut bound: Option<Server>) {
+        loop {
+            let server = match bound.take() {
+                Some(s) => s,
+                None => {
+                    if !self.wait_for_request().await {
+                        return;
+                    }
+                    match self.bind().await {
+                        Some(s) => s,
+                        None => continue,
+                    }
+                }
+            };
+            match self.serve(server).await {
+                Some(next) => bound = next,
+                None => return,
+            }
+        }
+    }
+
+    /// Waits, with no server bound, until the client sends a request that
+    /// needs one. Returns false when the session is over.
+    async fn wait_for_request(&mut self) -> bool {
+        loop {
+            // Whole messages the router answers itself.
+            match frame::header(&self.cbuf) {
+                Err(e) => {
+                    self.fatal_and_close(sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await;
+                    return false;
+                }
+                Ok(Some((b'X', _))) => return false,
+                Ok(Some((tag, total))) if self.cbuf.len() >= total && (self.orphaned_txn || self.skip_to_sync) => {
+                    let msg = self.cbuf.split_to(total);
+                    if !self.answer_locally(tag, &msg[frame::HEADER_LEN..]).await {
+                        return false;
+                    }
+                    continue;
+                }
+                Ok(Some(_)) if !(self.orphaned_txn || self.skip_to_sync) => return true,
+                _ => {}
+            }
+            if self.shutting_down || self.shutdown_requested() {
+                self.fatal_and_close(sqlstate::ADMIN_SHUTDOWN, "terminating connection: pgdog-router is shutting down")
+                    .await;
+                return false;
+            }
+            self.cbuf.reserve(READ_CHUNK);
+            let read = tokio::select! {
+                r = tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.cbuf) => r,
+                _ = &mut self.shutdown => { self.shutting_down = true; continue; }
+            };
+            match read {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn shutdown_requested(&mut self) -> bool {
+        let waker = futures_noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        self.shutdown.as_mut().poll(&mut cx).is_ready()
+    }
+
+    /// Checks out a server and prepares it for this client. On failure the
+    /// client's request is answered with the error and None is returned.
+    async fn bind(&mut self) -> Option<Server> {
+        let pool = self.pool.clone();
+        match pool.checkout().await {
+            Ok(mut server) => {
+                if let Err(e) = server.apply_params(&self.params).await {
+                    let code = e.code().to_string();
+                    let message = format!("could not apply startup parameters: {e}");
+                    self.pool.checkin(server);
+                    self.refuse_request(&code, &message).await;
+                    return None;
+                }
+                Some(server)
+            }
+            Err(e) => {
+                let code = match &e {
+                    PoolError::Timeout { .. } => sqlstate::TOO_MANY_CONNECTIONS,
+                    PoolError::Server(s) => s.code(),
+                    PoolError::Retired(_) => sqlstate::ADMIN_SHUTDOWN,
+                }
+                .to_string();
+                self.refuse_request(&code, &e.to_string()).await;
+                None
+            }
+        }
+    }
+
+    /// Serves requests on a bound server until it can be released. Returns
+    /// the server to keep bound (session mode: it never leaves), None when
+    /// the session is over, Some(None) after a normal release.
+    async fn serve(&mut self, mut server: Server) -> Option<Option<Server>> {
+        self.cancel.slot.set(server.peer().map(|addr| ServerKey { addr, pid: server.pid, secret: server.secret }));
+        self.sscan = Scanner::new(SERVER_INSPECT);
+        self.release = false;
+        let outcome = std::future::poll_fn(|cx| self.poll_pump(&mut server, cx)).await;
+        let result = match outcome {
+            Outcome::Released => {
+                self.cancel.slot.set(None);
+                if self.settings.mode == PoolMode::Session {
+                    // Only reached when shutting down: reset and close.
+                    self.reset_and_checkin(server).await;
+                    self.fatal_and_close(
+                        sqlstate::ADMIN_SHUTDOWN,
+                        "terminating connection: pgdog-router is shutting down",
+                    )
+                    .await;
+                    return None;
+                }
+                self.pool.checkin(server);
+                return Some(None);
+            }
+            Outcome::ClientGone => {
+                self.cancel.slot.set(None);
+                self.client_left(server).await;
+                None
+            }
+            Outcome::ServerGone { fatal, error } => {
+                self.cancel.slot.set(None);
+                server.broken = true;
+                let was_in_txn = server.status != b'I' || self.pending > 0 && self.unsynced_txn_hint(&server);
+                self.pool.checkin(server);
+                self.server_lost(fatal, error, was_in_txn).await
+            }
+            Outcome::ClientProtocol(e) => {
+                self.cancel.slot.set(None);
+                self.client_left(server).await;
+                self.fatal_and_close(sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await;
+                None
+            }
+            Outcome::ServerProtocol(e) => {
+                self.cancel.slot.set(None);
+                server.broken = true;
+                self.pool.checkin(server);
+                tracing::error!(error = %e, "server sent an invalid message");
+                self.fatal_and_close(sqlstate::PROTOCOL_VIOLATION, &format!("invalid message from server: {e}")).await;
+                None
+            }
+            Outcome::TransactionInStatementMode => {
+                self.cancel.slot.set(None);
+                let _ = server.execute("ROLLBACK").await;
+                self.pool.checkin(server);
+                self.out.clear();
+                be::error_response(
+                    &mut self.out,
+                    Severity::Error,
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "transaction blocks are not allowed in statement pooling mode",
+                    Some("The transaction was rolled back. Use transaction or session pool_mode for multi-statement transactions."),
+                );
+                be::ready_for_query(&mut self.out, b'I');
+                if self.client.write_all(&self.out).await.is_err() {
+                    return None;
+                }
+                Some(None)
+            }
+            Outcome::IdleInTransactionTimeout => {
+                self.cancel.slot.set(None);
+                self.client_left(server).await;
+                self.fatal_and_close(
+                    sqlstate::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+                    "terminating connection due to idle-in-transaction timeout",
+                )
+                .await;
+                None
+            }
+        };
+        result
+    }
+
+    fn unsynced_txn_hint(&self, _server: &Server) -> bool {
+        false
+    }
+
+    /// The client is gone (or being closed) with a server bound: make the
+    /// server clean for the next client, or close it.
+    async fn client_left(&mut self, mut server: Server) {
+        if self.pending > 0 || self.unsynced || !self.sscan.at_boundary() {
+            // A request is in flight: stop it on the server, then drop the
+            // connection rather than wait for results nobody will read.
+            if let Some(addr) = server.peer() {
+                let key = ServerKey { addr, pid: server.pid, secret: server.secret };
+                tokio::task::spawn_local(async move {
+                    let _ = cancel::send_cancel(key).await;
+                });
+            }
+            server.broken = true;
+            self.pool.checkin(server);
+            return;
+        }
+        self.reset_and_checkin(server).await;
+    }
+
+    /// Rolls back an open transaction and, in session mode, discards session
+    /// state, so the next client gets a clean connection.
+    async fn reset_and_checkin(&mut self, mut server: Server) {
+        if server.status != b'I' && server.execute("ROLLBACK").await.is_err() {
+            server.broken = true;
+        }
+        if self.settings.mode == PoolMode::Session && !server.broken {
+            if server.execute("DISCARD ALL").await.is_err() {
+                server.broken = true;
+            }
+            server.applied = StartupParams::default();
+        }
+        self.pool.checkin(server);
+    }
+
+    /// The server died under this client. Transaction mode: the client gets
+    /// an error and keeps its session. Session mode: FATAL, as PostgreSQL.
+    async fn server_lost(
+        &mut self,
+        fatal: Option<ErrorFields>,
+        error: Option<String>,
+        in_txn: bool,
+    ) -> Option<Option<Server>> {
+        let detail = match (&fatal, &error) {
+            (Some(f), _) => format!("{} (SQLSTATE {})", f.message, f.code),
+            (None, Some(e)) => e.clone(),
+            (None, None) => "server closed the connection unexpectedly".into(),
+        };
+        tracing::warn!(detail = %detail, "server connection lost mid-request");
+        if self.settings.mode == PoolMode::Session || !self.sscan.at_boundary() {
+            // Session state is gone, or part of a message was already
+            // forwarded: the client's stream cannot be repaired.
+            self.out.clear();
+            be::error_response(
+                &mut self.out,
+                Severity::Fatal,
+                sqlstate::CONNECTION_FAILURE,
+                "server connection lost",
+                Some(&detail),
+            );
+            if self.sscan.at_boundary() {
+                let _ = self.client.write_all(&self.out).await;
+            }
+            let _ = self.client.shutdown().await;
+            return None;
+        }
+        // Complete messages already read are still the client's.
+        self.out.clear();
+        be::error_response(
+            &mut self.out,
+            Severity::Error,
+            sqlstate::CONNECTION_FAILURE,
+            "server connection lost",
+            Some(&detail),
+        );
+        let status = if in_txn { b'E' } else { b'I' };
+        let owed = self.pending.max(1);
+        for _ in 0..owed {
+            be::ready_for_query(&mut self.out, status);
+        }
+        self.pending = 0;
+        self.unsynced = false;
+        self.orphaned_txn = in_txn;
+        // Client bytes that were read but not sent belong to requests that
+        // were answered above.
+        self.cbuf.advance(self.c_ready + self.c_drop);
+        self.c_ready = 0;
+        self.c_drop = 0;
+        self.cscan = Scanner::new(CLIENT_INSPECT);
+        if self.client.write_all(&self.out).await.is_err() {
+            return None;
+        }
+        Some(None)
+    }
+
+    /// Answers a request that could not get a server: the error, then
+    /// ReadyForQuery when the request (simple query or extended batch up to
+    /// Sync) is complete.
+    async fn refuse_request(&mut self, code: &str, message: &str) {
+        self.out.clear();
+        be::error_response(&mut self.out, Severity::Error, code, message, None);
+        let _ = self.client.write_all(&self.out).await;
+        self.skip_to_sync = true;
+    }
+
+    /// Handles one whole client message without a server: skipping a
+    /// refused batch, or answering inside an orphaned transaction.
+    async fn answer_locally(&mut self, tag: u8, body: &[u8]) -> bool {
+        self.out.clear();
+        if self.skip_to_sync {
+            match tag {
+                b'Q' | b'S' | b'F' => {
+                    self.skip_to_sync = false;
+                    let status = if self.orphaned_txn { b'E' } else { b'I' };
+                    be::ready_for_query(&mut self.out, status);
+                }
+                _ => return true,
+            }
+        } else if self.orphaned_txn {
+            let ends = |sql: &[u8]| ends_transaction(sql);
+            match tag {
+                b'Q' if ends(body) => {
+                    self.orphaned_txn = false;
+                    be::command_complete(&mut self.out, "ROLLBACK");
+                    be::ready_for_query(&mut self.out, b'I');
+                }
+                b'P' if ends(parse_query(body)) => self.out.extend_from_slice(b"1\0\0\0\x04"),
+                b'B' => self.out.extend_from_slice(b"2\0\0\0\x04"),
+                b'D' => self.out.extend_from_slice(b"n\0\0\0\x04"),
+                b'C' => self.out.extend_from_slice(b"3\0\0\0\x04"),
+                b'H' => {}
+                b'E' => {
+                    self.orphaned_txn = false;
+                    be::command_complete(&mut self.out, "ROLLBACK");
+                }
+                b'S' => be::ready_for_query(&mut self.out, if self.orphaned_txn { b'E' } else { b'I' }),
+                _ => {
+                    be::error_response(
+                        &mut self.out,
+                        Severity::Error,
+                        sqlstate::IN_FAILED_SQL_TRANSACTION,
+                        "current transaction is aborted, commands ignored until end of transaction block",
+                        Some("The server connection serving this transaction was lost."),
+                    );
+                    if tag == b'Q' || tag == b'F' {
+                        be::ready_for_query(&mut self.out, b'E');
+                    } else {
+                        self.skip_to_sync = true;
+                    }
+                }
+            }
+        }
+        self.out.is_empty() || self.client.write_all(&self.out).await.is_ok()
+    }
+
+    async fn fatal_and_close(&mut self, code: &str, message: &str) {
+        self.out.clear();
+        be::error_response(&mut self.out, Severity::Fatal, code, message, None);
+        let _ = self.client.write_all(&self.out).await;
+        let _ = self.client.shutdown().await;
+    }
+
+    #[inline]
+    fn note_client_message(&mut self, tag: u8) {
+        match tag {
+            b'S' => {
+                self.pending += 1;
+                self.unsynced = false;
+            }
+            b'Q' | b'F' => self.pending += 1,
+            b'P' | b'B' | b'E' | b'D' | b'C' | b'H' => self.unsynced = true,
+            _ => {}
+        }
+    }
+
+    /// The forwarding loop. Returns when the server can be released or
+    /// something ends the binding.
+    fn poll_pump(&mut self, server: &mut Server, cx: &mut Context<'_>) -> Poll<Outcome> {
+        loop {
+            let mut progress = false;
+
+            // Client → server.
+            if self.c_ready == 0 && self.c_drop == 0 && !self.client_done {
+                loop {
+                    match self.cscan.next(&self.cbuf[self.c_ready..]) {
+                        Ok(Event::Start { tag, available, .. }) => {
+                            self.note_client_message(tag);
+                            self.c_ready += available;
+                        }
+                        Ok(Event::Body(n)) => self.c_ready += n,
+                        Ok(Event::Whole { tag, len }) => {
+                            // Only Terminate is inspected: the client is leaving.
+                            debug_assert_eq!(tag, b'X');
+                            self.c_drop = len;
+                            self.client_done = true;
+                            break;
+                        }
+                        Ok(Event::NeedMore) => break,
+                        Err(e) => return Poll::Ready(Outcome::ClientProtocol(e)),
+                    }
+                }
+            }
+            if self.c_ready > 0 {
+                match Pin::new(&mut server.stream).poll_write(cx, &self.cbuf[..self.c_ready]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(self.server_gone(Some("server closed the connection".into())))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.cbuf.advance(n);
+                        self.c_ready -= n;
+                        progress = true;
+                        self.idle_timer = None;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(self.server_gone(Some(e.to_string()))),
+                    Poll::Pending => {}
+                }
+            }
+            if self.c_ready == 0 && self.c_drop > 0 {
+                self.cbuf.advance(self.c_drop);
+                self.c_drop = 0;
+            }
+            if self.client_done && self.c_ready == 0 {
+                return Poll::Ready(Outcome::ClientGone);
+            }
+
+            // Server → client.
+            if self.s_ready == 0 && self.s_drop == 0 && !self.release && !self.statement_txn {
+                loop {
+                    match self.sscan.next(&server.buf[self.s_ready..]) {
+                        Ok(Event::Start { available, .. }) => self.s_ready += available,
+                        Ok(Event::Body(n)) => self.s_ready += n,
+                        Ok(Event::Whole { tag: b'Z', len }) => {
+                            let status = server.buf.get(self.s_ready + frame::HEADER_LEN).copied().unwrap_or(b'I');
+                            server.status = status;
+                            self.pending = self.pending.saturating_sub(1);
+                            if self.pending == 0 && !self.unsynced {
+                                if self.settings.mode == PoolMode::Statement && status != b'I' {
+                                    self.s_drop = len;
+                                    self.statement_txn = true;
+                                    break;
+                                }
+                                self.s_ready += len;
+                                if status == b'I' && (self.settings.mode != PoolMode::Session || self.shutting_down) {
+                                    self.release = true;
+                                    break;
+                                }
+                            } else {
+                                self.s_ready += len;
+                            }
+                        }
+                        Ok(Event::Whole { tag, len }) => {
+                            // ErrorResponse: FATAL means the server is leaving.
+                            let start = self.s_ready + frame::HEADER_LEN;
+                            let fields =
+                                be::parse_error_fields(server.buf.get(start..self.s_ready + len).unwrap_or(&[]));
+                            debug_assert_eq!(tag, b'E');
+                            if fields.is_fatal() && self.settings.mode != PoolMode::Session {
+                                // Replaced by an ordinary error when the connection closes.
+                                self.s_drop = len;
+                                self.fatal = Some(fields);
+                                break;
+                            }
+                            self.s_ready += len;
+                        }
+                        Ok(Event::NeedMore) => break,
+                        Err(e) => return Poll::Ready(Outcome::ServerProtocol(e)),
+                    }
+                }
+            }
+            if self.s_ready > 0 {
+                match Pin::new(&mut self.client).poll_write(cx, &server.buf[..self.s_ready]) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Outcome::ClientGone),
+                    Poll::Ready(Ok(n)) => {
+                        server.buf.advance(n);
+                        self.s_ready -= n;
+                        progress = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if self.s_ready == 0 && self.s_drop > 0 {
+                server.buf.advance(self.s_drop);
+                self.s_drop = 0;
+                if self.statement_txn {
+                    self.statement_txn = false;
+                    return Poll::Ready(Outcome::TransactionInStatementMode);
+                }
+            }
+            if self.release && self.s_ready == 0 {
+                self.release = false;
+                if self.c_ready == 0 && self.cbuf.is_empty() {
+                    return Poll::Ready(Outcome::Released);
+                }
+                // The client already sent its next request: keep the server.
+                continue;
+            }
+
+            // Reads.
+            if self.c_ready == 0 && self.c_drop == 0 && !self.client_done {
+                match poll_read_into(&mut self.client, &mut self.cbuf, cx) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Outcome::ClientGone),
+                    Poll::Ready(Ok(_)) => {
+                        progress = true;
+                        self.idle_timer = None;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if self.s_ready == 0 && self.s_drop == 0 {
+                match poll_read_into(&mut server.stream, &mut server.buf, cx) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(self.server_gone(None)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(self.server_gone(Some(e.to_string()))),
+                    Poll::Ready(Ok(_)) => progress = true,
+                    Poll::Pending => {}
+                }
+            }
+            if progress {
+                continue;
+            }
+
+            // Nothing moves: timers and shutdown.
+            let idle_in_txn = self.pending == 0 && !self.unsynced && server.status != b'I' && self.c_ready == 0;
+            if let (true, Some(limit)) = (idle_in_txn, self.settings.idle_in_transaction_timeout) {
+                let timer = self.idle_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Outcome::IdleInTransactionTimeout);
+                }
+            }
+            if !self.shutting_down
+                && self.settings.mode == PoolMode::Session
+                && self.shutdown.as_mut().poll(cx).is_ready()
+            {
+                self.shutting_down = true;
+                if self.pending == 0
+                    && !self.unsynced
+                    && server.status == b'I'
+                    && self.s_ready == 0
+                    && self.c_ready == 0
+                {
+                    return Poll::Ready(Outcome::Released);
+                }
+            }
+            return Poll::Pending;
+        }
+    }
+
+    fn server_gone(&mut self, error: Option<String>) -> Outcome {
+        Outcome::ServerGone { fatal: self.fatal.take(), error }
+    }
+}
+
+/// Reads what the socket has into the spare capacity of `buf`.
+fn poll_read_into<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_CHUNK);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(stream), cx, buf)
+}
+
+/// A waker that does nothing, to ask a future "are you done?" without
+/// registering interest.
+fn futures_noop_waker() -> std::task::Waker {
+    std::task::Waker::noop().clone()
+}
+
+/// Whether a simple query ends a transaction (ROLLBACK, ABORT, COMMIT, END):
+/// inside an aborted transaction PostgreSQL answers all of them with ROLLBACK.
+fn ends_transaction(sql: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(sql);
+    let first = text.trim_start().split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or("").to_ascii_lowercase();
+    let rest_ok = text.trim().trim_end_matches('\0').trim_end_matches(';').split_whitespace().count() <= 2;
+    matches!(first.as_str(), "rollback" | "abort" | "commit" | "end") && rest_ok
+}
+
+/// The query text of a Parse body (statement name, then query).
+fn parse_query(body: &[u8]) -> &[u8] {
+    let mut r = frame::Reader::new(body);
+    let _ = r.cstr();
+    r.cstr().unwrap_or(&[])
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.cancel.slot.set(None);
+    }
+}
+
+#[allow(dead_code)]
+fn assert_stream_is_write<S: AsyncWrite>() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_enders() {
+        for sql in ["ROLLBACK", "rollback;", "  abort", "COMMIT", "end transaction", "ROLLBACK WORK\0"] {
+            assert!(ends_transaction(sql.as_bytes()), "{sql}");
+        }
+        for sql in ["SELECT 1", "rollback to savepoint a", "", "commitx"] {
+            assert!(!ends_transaction(sql.as_bytes()), "{sql}");
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! `pgdog-router`: command line, logging, then `runtime::run`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(name = "pgdog-router", version, about = "PostgreSQL connection pooler and query router")]
+struct Args {
+    /// Router configuration (pgdog.toml).
+    #[arg(long, env = "PGDOG_CONFIG", default_value = "/etc/pgdog/pgdog.toml")]
+    config: PathBuf,
+    /// Users file (users.toml).
+    #[arg(long, env = "PGDOG_USERS_CONFIG", default_value = "/etc/pgdog/users.toml")]
+    users: PathBuf,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() {
+    let args = Args::parse();
+    let config = match pgdog_router::config::load_files(&args.config, Some(&args.users)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pgdog-router: {e}");
+            std::process::exit(1);
+        }
+    };
+    if args.check {
+        println!("{}: ok", args.config.display());
+        return;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.router.general.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let code = pgdog_router::runtime::run(config, Some(args.config), Some(args.users));
+    std::process::exit(code);
+}

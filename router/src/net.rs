@@ -1,0 +1,90 @@
+//! One stream type for plain TCP and TLS in either role, so the session loop
+//! is written once. Dispatch is a `match`, not a trait object: the plain
+//! case stays as cheap as a bare `TcpStream`.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+pub enum Stream {
+    Plain(TcpStream),
+    /// Client connection the router terminated TLS for.
+    Accepted(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Server connection the router opened TLS on.
+    Connected(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    pub fn is_tls(&self) -> bool {
+        !matches!(self, Stream::Plain(_))
+    }
+
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Accepted(s) => s.get_ref().0,
+            Stream::Connected(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    #[inline]
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Accepted(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Connected(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    #[inline]
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Accepted(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Connected(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Accepted(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Connected(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Accepted(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Connected(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// TCP keepalive for a socket, so dead peers behind NAT are noticed.
+#[derive(Debug, Clone, Copy)]
+pub struct Keepalive {
+    pub idle: Duration,
+    pub interval: Duration,
+    pub count: u32,
+}
+
+/// Low-latency settings every proxied socket gets.
+pub fn tune(stream: &TcpStream, keepalive: Option<Keepalive>) {
+    let _ = stream.set_nodelay(true);
+    if let Some(k) = keepalive {
+        let sock = socket2::SockRef::from(stream);
+        let ka = socket2::TcpKeepalive::new().with_time(k.idle).with_interval(k.interval).with_retries(k.count);
+        let _ = sock.set_tcp_keepalive(&ka);
+    }
+}

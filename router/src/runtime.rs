@@ -1,0 +1,299 @@
+//! Process wiring: the shared state every worker sees, config snapshots and
+//! reload, worker threads (one single-threaded event loop each), signals
+//! and graceful shutdown.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::pool::{ConnectOptions, HostLimit, Pool, PoolKey, PoolShared};
+use crate::backend::server::ServerTarget;
+use crate::config::{self, Config, General, PoolSettings};
+use crate::frontend::auth::Credential;
+use crate::frontend::cancel::CancelRegistry;
+use crate::frontend::{listener, tls};
+use crate::net::Keepalive;
+
+/// One configuration generation: the config plus everything derived from
+/// it. A reload builds a new one and swaps it in; sessions keep the one they
+/// logged in with.
+pub struct Snapshot {
+    pub config: Config,
+    /// (user, database) → credential to check clients against.
+    pub credentials: HashMap<(String, String), Credential>,
+    pub pools: BTreeMap<PoolKey, Arc<PoolShared>>,
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot, reusing the pools of `previous` whose key is
+    /// unchanged so their server connections survive a reload.
+    pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, String> {
+        let general = &config.router.general;
+        let tls = match (&general.tls_certificate, &general.tls_private_key) {
+            (Some(cert), Some(key)) => {
+                Some(tls::acceptor(cert, key, general.tls_ca.as_deref()).map_err(|e| e.to_string())?)
+            }
+            _ => None,
+        };
+        let connect = connect_options(general);
+        let mut hosts: HashMap<(String, u16), Arc<HostLimit>> = HashMap::new();
+        if let Some(prev) = previous {
+            for pool in prev.pools.values() {
+                hosts.entry((pool.key.host.clone(), pool.key.port)).or_insert_with(|| pool_host(pool));
+            }
+        }
+        let mut credentials = HashMap::new();
+        let mut pools = BTreeMap::new();
+        for user in &config.users {
+            credentials.insert(
+                (user.name.clone(), user.database.clone()),
+                Credential::prepare(user.auth, user.password.as_deref()),
+            );
+            let mut settings: PoolSettings = config.router.pools.get(&user.pool).cloned().unwrap_or_default();
+            if let Some(mode) = user.pool_mode {
+                settings.pool_mode = mode;
+            }
+            for db in config.router.databases.iter().filter(|d| d.name == user.database) {
+                let key = PoolKey {
+                    user: user.name.clone(),
+                    database: db.name.clone(),
+                    host: db.host.clone(),
+                    port: db.port,
+                };
+                let host = hosts.entry((db.host.clone(), db.port)).or_default().clone();
+                host.max.store(db.max_connections, Ordering::Relaxed);
+                let target = ServerTarget {
+                    host: db.host.clone(),
+                    port: db.port,
+                    database: db.server_database().to_string(),
+                    user: user.server_user.clone(),
+                    tls: db.server_tls,
+                };
+                let reuse =
+                    previous.and_then(|p| p.pools.get(&key)).filter(|p| p.target == target && p.role == db.role);
+                let pool = match reuse {
+                    Some(existing) => {
+                        existing.update(settings.clone(), user.server_password.clone(), connect.clone());
+                        existing.clone()
+                    }
+                    None => PoolShared::new(
+                        key.clone(),
+                        db.role,
+                        target,
+                        user.server_password.clone(),
+                        settings.clone(),
+                        connect.clone(),
+                        host,
+                    ),
+                };
+                pools.insert(key, pool);
+            }
+        }
+        if let Some(prev) = previous {
+            for (key, pool) in &prev.pools {
+                if !pools.get(key).is_some_and(|p| Arc::ptr_eq(p, pool)) {
+                    pool.retire();
+                }
+            }
+        }
+        Ok(Snapshot { config, credentials, pools, tls })
+    }
+}
+
+fn pool_host(pool: &PoolShared) -> Arc<HostLimit> {
+    pool.host_limit()
+}
+
+fn connect_options(general: &General) -> ConnectOptions {
+    ConnectOptions {
+        timeout: Duration::from_millis(general.connect_timeout_ms),
+        keepalive: general.tcp_keepalive.then_some(Keepalive {
+            idle: Duration::from_millis(general.tcp_keepalive_idle_ms),
+            interval: Duration::from_millis(general.tcp_keepalive_interval_ms),
+            count: general.tcp_keepalive_count,
+        }),
+        check_delay: Duration::from_millis(general.server_check_delay_ms),
+    }
+}
+
+/// State shared by all workers, passed in as a handle (no globals).
+pub struct Shared {
+    snapshot: RwLock<Arc<Snapshot>>,
+    pub cancels: Arc<CancelRegistry>,
+    pub shutdown: CancellationToken,
+    pub clients: AtomicUsize,
+    pub workers: usize,
+    pub config_path: Option<PathBuf>,
+    pub users_path: Option<PathBuf>,
+}
+
+impl Shared {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        match self.snapshot.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads both files and swaps in the new snapshot. On error the
+    /// running configuration stays. One path for SIGHUP and admin commands.
+    pub fn reload(&self) -> Result<(), String> {
+        let Some(config_path) = &self.config_path else {
+            return Err("no configuration file to reload".into());
+        };
+        let config = config::load_files(config_path, self.users_path.as_deref()).map_err(|e| e.to_string())?;
+        let current = self.snapshot();
+        let next = Snapshot::build(config, Some(&current))?;
+        match self.snapshot.write() {
+            Ok(mut s) => *s = Arc::new(next),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
+        }
+        Ok(())
+    }
+}
+
+/// One worker thread's view: its shares of the pools.
+pub struct Worker {
+    pub shared: Arc<Shared>,
+    pub index: usize,
+    pools: RefCell<HashMap<PoolKey, Rc<Pool>>>,
+}
+
+impl Worker {
+    /// This worker's share of a pool, created on first use.
+    pub fn pool(&self, shared_pool: &Arc<PoolShared>) -> Rc<Pool> {
+        let mut pools = self.pools.borrow_mut();
+        if let Some(p) = pools.get(&shared_pool.key) {
+            if Arc::ptr_eq(&p.shared, shared_pool) {
+                return p.clone();
+            }
+        }
+        let pool = Pool::new(shared_pool.clone(), self.index, self.shared.workers);
+        pools.insert(shared_pool.key.clone(), pool.clone());
+        pool
+    }
+}
+
+/// Runs the router until shutdown. Returns the process exit code.
+pub fn run(config: Config, config_path: Option<PathBuf>, users_path: Option<PathBuf>) -> i32 {
+    let general = config.router.general.clone();
+    let snapshot = match Snapshot::build(config, None) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pgdog-router: {e}");
+            return 1;
+        }
+    };
+    let workers = match general.workers {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        n => n,
+    };
+    let shared = Arc::new(Shared {
+        snapshot: RwLock::new(Arc::new(snapshot)),
+        cancels: Arc::new(CancelRegistry::default()),
+        shutdown: CancellationToken::new(),
+        clients: AtomicUsize::new(0),
+        workers,
+        config_path,
+        users_path,
+    });
+
+    // Bind every worker's listener before reporting ready, so a port in use
+    // fails start-up instead of a worker.
+    let addr = format!("{}:{}", general.host, general.port);
+    let mut sockets = Vec::new();
+    for _ in 0..workers {
+        match listener::bind(&addr) {
+            Ok(s) => sockets.push(s),
+            Err(e) => {
+                eprintln!("pgdog-router: cannot listen on {addr}: {e}");
+                return 1;
+            }
+        }
+    }
+    tracing::info!(%addr, workers, "pgdog-router listening");
+
+    let mut threads = Vec::new();
+    for (index, socket) in sockets.into_iter().enumerate() {
+        let worker_shared = shared.clone();
+        let handle = std::thread::Builder::new().name(format!("pgdog-worker-{index}")).spawn(move || {
+            let shared = worker_shared;
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start worker runtime");
+                    shared.shutdown.cancel();
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            let worker = Rc::new(Worker { shared, index, pools: RefCell::new(HashMap::new()) });
+            local.block_on(&rt, listener::serve(worker, socket));
+        });
+        match handle {
+            Ok(h) => threads.push(h),
+            Err(e) => {
+                eprintln!("pgdog-router: cannot start worker thread: {e}");
+                shared.shutdown.cancel();
+                return 1;
+            }
+        }
+    }
+
+    let control = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgdog-router: cannot start control runtime: {e}");
+            return 1;
+        }
+    };
+    control.block_on(signals(shared.clone(), Duration::from_millis(general.shutdown_timeout_ms)));
+    for t in threads {
+        let _ = t.join();
+    }
+    tracing::info!("pgdog-router stopped");
+    0
+}
+
+/// SIGHUP reloads; SIGTERM/SIGINT stop accepting, let transactions finish up
+/// to the shutdown timeout, then end.
+async fn signals(shared: Arc<Shared>, shutdown_timeout: Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        shared.shutdown.cancel();
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match shared.reload() {
+                Ok(()) => tracing::info!("configuration reloaded"),
+                Err(e) => tracing::error!(error = %e, "reload failed; the running configuration stays"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = shared.shutdown.cancelled() => break,
+        }
+    }
+    tracing::info!(clients = shared.clients.load(Ordering::Relaxed), "shutting down");
+    shared.shutdown.cancel();
+    let deadline = Instant::now() + shutdown_timeout;
+    while shared.clients.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = shared.clients.load(Ordering::Relaxed);
+    if left > 0 {
+        tracing::warn!(clients = left, "shutdown timeout reached; closing remaining clients");
+        std::process::exit(0);
+    }
+}

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# `make run`: starts pgdog-router. With --config or PGDOG_CONFIG it runs
+# against that configuration. Without, it starts its own PostgreSQL primary
+# and streaming replica in a temporary data folder, writes a configuration
+# under .run/, and runs the router in the foreground until Ctrl-C, then
+# stops PostgreSQL and removes the data folder.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN="$ROOT/build/bin/pgdog-router"
+
+if [ "${1:-}" = "--config" ] || [ -n "${PGDOG_CONFIG:-}" ]; then
+    exec "$BIN" "$@"
+fi
+
+PGBIN=$(pg_config --bindir 2>/dev/null || true)
+if [ ! -x "$PGBIN/initdb" ]; then
+    PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+fi
+if [ ! -x "$PGBIN/initdb" ]; then
+    echo "make run: PostgreSQL server binaries not found (apt-get install postgresql)" >&2
+    exit 1
+fi
+
+as_pg() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+port_free() {
+    python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
+}
+
+DATA=$(mktemp -d "${TMPDIR:-/tmp}/pgdog-run.XXXXXX")
+chmod 755 "$DATA"
+[ "$(id -u)" = 0 ] && chown postgres: "$DATA"
+PRIMARY_PORT=$(free_port)
+REPLICA_PORT=$(free_port)
+
+cleanup() {
+    as_pg "$PGBIN/pg_ctl" -D "$DATA/replica" -m immediate stop >/dev/null 2>&1 || true
+    as_pg "$PGBIN/pg_ctl" -D "$DATA/primary" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$DATA"
+}
+trap cleanup EXIT
+
+echo "starting PostgreSQL primary on 127.0.0.1:$PRIMARY_PORT (data in $DATA)"
+as_pg "$PGBIN/initdb" --no-sync -U postgres --auth-local=trust --auth-host=scram-sha-256 -D "$DATA/primary" >"$DATA/initdb.log"
+cat >>"$DATA/primary/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PRIMARY_PORT
+unix_socket_directories = '$DATA'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 200
+wal_level = replica
+max_wal_senders = 5
+hot_standby = on
+CONF
+# Local throwaway cluster: the router logs in with a password, replication is trusted.
+cat >"$DATA/primary/pg_hba.conf" <<HBA
+local all all trust
+host replication all 127.0.0.1/32 trust
+host all all 127.0.0.1/32 scram-sha-256
+HBA
+as_pg "$PGBIN/pg_ctl" -D "$DATA/primary" -l "$DATA/primary.log" -w start >/dev/null
+as_pg "$PGBIN/psql" -XAtq -h "$DATA" -p "$PRIMARY_PORT" -U postgres -d postgres \
+    -c "CREATE ROLE pgdog LOGIN SUPERUSER PASSWORD 'pgdog'" -c "CREATE DATABASE pgdog OWNER pgdog"
+
+echo "starting PostgreSQL replica on 127.0.0.1:$REPLICA_PORT"
+as_pg "$PGBIN/pg_basebackup" -w -c fast -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -D "$DATA/replica" -R -X stream >/dev/null
+cat >>"$DATA/replica/postgresql.conf" <<CONF
+port = $REPLICA_PORT
+CONF
+as_pg "$PGBIN/pg_ctl" -D "$DATA/replica" -l "$DATA/replica.log" -w start >/dev/null
+
+PORT=${PGDOG_PORT:-5432}
+port_free "$PORT" || PORT=$(free_port)
+ADMIN_PORT=${PGDOG_ADMIN_PORT:-6432}
+port_free "$ADMIN_PORT" || ADMIN_PORT=$(free_port)
+METRICS_PORT=${PGDOG_METRICS_PORT:-9090}
+port_free "$METRICS_PORT" || METRICS_PORT=$(free_port)
+
+mkdir -p "$ROOT/.run"
+cat >"$ROOT/.run/pgdog.toml" <<CONF
+# Written by scripts/run-local.sh for a local cluster; see config/pgdog.reference.toml.
+[general]
+host = "127.0.0.1"
+port = $PORT
+admin_port = $ADMIN_PORT
+metrics_port = $METRICS_PORT
+
+[pools.default]
+pool_mode = "transaction"
+max_pool_size = 20
+
+[[databases]]
+name = "pgdog"
+host = "127.0.0.1"
+port = $PRIMARY_PORT
+role = "primary"
+
+[[databases]]
+name = "pgdog"
+host = "127.0.0.1"
+port = $REPLICA_PORT
+role = "replica"
+CONF
+cat >"$ROOT/.run/users.toml" <<CONF
+[[users]]
+name = "pgdog"
+password = "pgdog"
+database = "pgdog"
+CONF
+
+echo
+echo "pgdog-router on 127.0.0.1:$PORT — connect with:"
+echo "    PGPASSWORD=pgdog psql -h 127.0.0.1 -p $PORT -U pgdog pgdog"
+echo "Ctrl-C stops the router and the local PostgreSQL."
+echo
+set +e
+PGDOG_PORT=$PORT PGDOG_ADMIN_PORT=$ADMIN_PORT PGDOG_METRICS_PORT=$METRICS_PORT \
+    "$BIN" --config "$ROOT/.run/pgdog.toml" --users "$ROOT/.run/users.toml" &
+ROUTER=$!
+trap 'kill -TERM $ROUTER 2>/dev/null' INT TERM
+wait $ROUTER
+wait $ROUTER 2>/dev/null
+exit 0
