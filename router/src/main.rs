@@ -31,9 +31,23 @@ fn main() {
         println!("{}: ok", args.config.display());
         return;
     }
+    raise_open_file_limit();
     let filter = tracing_subscriber::EnvFilter::try_new(&config.router.general.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
     let code = pgdog_router::runtime::run(config, Some(args.config), Some(args.users));
     std::process::exit(code);
+}
+
+/// Every client and server connection is a file descriptor: lift the soft
+/// limit to the hard one so `max_client_conn` is not capped by a default 1024.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }

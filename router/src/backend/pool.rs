@@ -24,6 +24,9 @@ use crate::net::Keepalive;
 
 use super::server::{Server, ServerError, ServerTarget};
 
+/// ParameterStatus values a server reported: what clients are told at login.
+pub type ServerParams = Arc<Vec<(String, String)>>;
+
 /// Identifies a pool: who connects, which logical database, which host.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolKey {
@@ -96,7 +99,7 @@ pub struct PoolShared {
     /// with one atomic load instead of taking a lock per checkout.
     generation: AtomicU64,
     /// ParameterStatus values of this pool's servers, for client logins.
-    server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
+    server_params: Mutex<Option<ServerParams>>,
     pub opened_total: AtomicU64,
     pub closed_total: AtomicU64,
     pub errors_total: AtomicU64,
@@ -181,7 +184,7 @@ impl PoolShared {
         self.max_size.load(Ordering::Relaxed)
     }
 
-    pub fn server_params(&self) -> Option<Arc<Vec<(String, String)>>> {
+    pub fn server_params(&self) -> Option<ServerParams> {
         self.server_params.lock().ok().and_then(|p| p.clone())
     }
 

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::backend::params::StartupParams;
 use crate::backend::pool::PoolError;
 use crate::config::PoolMode;
-use crate::net::{self, Keepalive, Stream};
+use crate::net::{self, Keepalive};
 use crate::protocol::backend as be;
 use crate::protocol::sqlstate;
 use crate::route;
@@ -211,6 +211,3 @@ async fn handle(worker: Rc<Worker>, tcp: TcpStream) {
     drop(snapshot);
     session.run(bound).await;
 }
-
-#[allow(dead_code)]
-fn _assert_stream(_: &Stream) {}

@@ -266,7 +266,7 @@ impl Session {
             Outcome::ServerGone { fatal, error } => {
                 self.cancel.slot.set(None);
                 server.broken = true;
-                let was_in_txn = server.status != b'I' || self.pending > 0 && self.unsynced_txn_hint(&server);
+                let was_in_txn = server.status != b'I';
                 self.pool.checkin(server);
                 self.server_lost(fatal, error, was_in_txn).await
             }
@@ -314,10 +314,6 @@ impl Session {
             }
         };
         result
-    }
-
-    fn unsynced_txn_hint(&self, _server: &Server) -> bool {
-        false
     }
 
     /// The client is gone (or being closed) with a server bound: make the
@@ -709,9 +705,6 @@ impl Drop for Session {
         self.cancel.slot.set(None);
     }
 }
-
-#[allow(dead_code)]
-fn assert_stream_is_write<S: AsyncWrite>() {}
 
 #[cfg(test)]
 mod tests {

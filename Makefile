@@ -1,0 +1,35 @@
+# pgdog-router — see README.md.
+CARGO ?= cargo
+BIN_DIR := build/bin
+
+.PHONY: build test lint format run bench clean
+
+build:
+	$(CARGO) build --release --bins
+	mkdir -p $(BIN_DIR)
+	cp target/release/pgdog-router target/release/pgdog-config-gen $(BIN_DIR)/
+
+# Unit tests and integration tests against throwaway PostgreSQL clusters.
+test:
+	$(CARGO) build -p pgdog-router
+	$(CARGO) test --workspace -- --test-threads=4
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+format:
+	$(CARGO) fmt --all
+
+# Runs the router; without --config/PGDOG_CONFIG it starts a local primary and
+# replica in a temporary folder and writes its configuration under .run/.
+run: build
+	scripts/run-local.sh $(ARGS)
+
+# Router vs PgBouncer vs direct PostgreSQL, side by side (not part of `test`).
+bench: build
+	$(CARGO) run --release -p pgdog-tests --bin bench -- $(ARGS)
+
+clean:
+	$(CARGO) clean
+	rm -rf build .run
