@@ -43,7 +43,7 @@ impl Snapshot {
             }
             _ => None,
         };
-        let connect = connect_options(general);
+        let connect = connect_options(general)?;
         let mut hosts: HashMap<(String, u16), Arc<HostLimit>> = HashMap::new();
         if let Some(prev) = previous {
             for pool in prev.pools.values() {
@@ -112,8 +112,8 @@ fn pool_host(pool: &PoolShared) -> Arc<HostLimit> {
     pool.host_limit()
 }
 
-fn connect_options(general: &General) -> ConnectOptions {
-    ConnectOptions {
+fn connect_options(general: &General) -> Result<ConnectOptions, String> {
+    Ok(ConnectOptions {
         timeout: Duration::from_millis(general.connect_timeout_ms),
         keepalive: general.tcp_keepalive.then_some(Keepalive {
             idle: Duration::from_millis(general.tcp_keepalive_idle_ms),
@@ -121,7 +121,8 @@ fn connect_options(general: &General) -> ConnectOptions {
             count: general.tcp_keepalive_count,
         }),
         check_delay: Duration::from_millis(general.server_check_delay_ms),
-    }
+        verify_full: crate::backend::tls::verified(general.server_tls_ca.as_deref())?,
+    })
 }
 
 /// State shared by all workers, passed in as a handle (no globals).

@@ -66,6 +66,8 @@ pub struct ConnectOptions {
     pub keepalive: Option<Keepalive>,
     /// Reuse after this much idle time only after a trivial query succeeds.
     pub check_delay: Duration,
+    /// Verifying TLS config for `server_tls = "verify-full"`.
+    pub verify_full: Arc<rustls::ClientConfig>,
 }
 
 /// Counters one worker writes and the admin side reads.
@@ -394,8 +396,7 @@ impl Pool {
             .map(|c| c.clone())
             .map_err(|_| ServerError::Protocol("pool settings lock poisoned".into()))?;
         let password = self.shared.password.read().ok().and_then(|p| p.clone());
-        let server =
-            Server::connect(&self.shared.target, password.as_deref(), connect.keepalive, connect.timeout).await?;
+        let server = Server::connect(&self.shared.target, password.as_deref(), &connect).await?;
         self.shared.opened_total.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut p) = self.shared.server_params.lock() {
             if p.is_none() {

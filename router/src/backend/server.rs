@@ -4,7 +4,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use rustls::pki_types::ServerName;
@@ -12,13 +12,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::ServerTls;
-use crate::net::{self, Keepalive, Stream};
+use crate::net::{self, Stream};
 use crate::protocol::backend::{self as be, AuthRequest, ErrorFields};
 use crate::protocol::frame;
 use crate::protocol::frontend as fe;
 use crate::protocol::{md5, scram, sqlstate};
 
 use super::params::StartupParams;
+use super::pool::ConnectOptions;
 
 /// Where a pool's connections go and as whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,11 +102,10 @@ impl Server {
     pub async fn connect(
         target: &ServerTarget,
         password: Option<&str>,
-        keepalive: Option<Keepalive>,
-        timeout: Duration,
+        options: &ConnectOptions,
     ) -> Result<Server, ServerError> {
         let addr = format!("{}:{}", target.host, target.port);
-        match tokio::time::timeout(timeout, Self::connect_inner(target, &addr, password, keepalive)).await {
+        match tokio::time::timeout(options.timeout, Self::connect_inner(target, &addr, password, options)).await {
             Ok(result) => result,
             Err(_) => Err(ServerError::ConnectTimeout(addr)),
         }
@@ -115,15 +115,18 @@ impl Server {
         target: &ServerTarget,
         addr: &str,
         password: Option<&str>,
-        keepalive: Option<Keepalive>,
+        options: &ConnectOptions,
     ) -> Result<Server, ServerError> {
         let tcp = TcpStream::connect((target.host.as_str(), target.port))
             .await
             .map_err(|source| ServerError::Connect { addr: addr.to_string(), source })?;
-        net::tune(&tcp, keepalive);
+        net::tune(&tcp, options.keepalive);
         let mut stream = match target.tls {
             ServerTls::Disable => Stream::Plain(tcp),
-            mode => negotiate_tls(tcp, mode, &target.host, addr).await?,
+            ServerTls::VerifyFull => {
+                negotiate_tls(tcp, target.tls, options.verify_full.clone(), &target.host, addr).await?
+            }
+            mode => negotiate_tls(tcp, mode, super::tls::unverified(), &target.host, addr).await?,
         };
         let mut out = BytesMut::with_capacity(256);
         fe::startup_message(
@@ -320,7 +323,13 @@ impl Server {
     }
 }
 
-async fn negotiate_tls(mut tcp: TcpStream, mode: ServerTls, host: &str, addr: &str) -> Result<Stream, ServerError> {
+async fn negotiate_tls(
+    mut tcp: TcpStream,
+    mode: ServerTls,
+    config: Arc<rustls::ClientConfig>,
+    host: &str,
+    addr: &str,
+) -> Result<Stream, ServerError> {
     let mut out = BytesMut::with_capacity(8);
     fe::ssl_request(&mut out);
     tcp.write_all(&out).await?;
@@ -328,15 +337,11 @@ async fn negotiate_tls(mut tcp: TcpStream, mode: ServerTls, host: &str, addr: &s
     tcp.read_exact(&mut answer).await?;
     match answer[0] {
         b'S' => {
-            let config = match mode {
-                ServerTls::VerifyFull => super::tls::verified(),
-                _ => super::tls::unverified(),
-            };
             let name = ServerName::try_from(host.to_string()).map_err(|e| ServerError::Tls {
                 addr: addr.to_string(),
                 source: io::Error::new(io::ErrorKind::InvalidInput, e),
             })?;
-            let connector = tokio_rustls::TlsConnector::from(Arc::clone(&config));
+            let connector = tokio_rustls::TlsConnector::from(config);
             let tls = connector
                 .connect(name, tcp)
                 .await

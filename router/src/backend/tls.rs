@@ -69,18 +69,30 @@ pub fn unverified() -> Arc<ClientConfig> {
         .clone()
 }
 
-/// Client config that verifies the chain and the host name.
-pub fn verified() -> Arc<ClientConfig> {
-    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-            let config = ClientConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-            Arc::new(config.unwrap_or_else(|_| unreachable_config()))
-        })
-        .clone()
+/// Client config that verifies the chain (against `ca`, a PEM bundle, or
+/// the Mozilla roots) and the host name. Built once per configuration load.
+pub fn verified(ca: Option<&str>) -> Result<Arc<ClientConfig>, String> {
+    let roots = match ca {
+        None => rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
+        Some(path) => {
+            let file = std::fs::File::open(path).map_err(|e| format!("cannot read server_tls_ca {path}: {e}"))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut std::io::BufReader::new(file)) {
+                let cert = cert.map_err(|e| format!("server_tls_ca {path}: {e}"))?;
+                roots.add(cert).map_err(|e| format!("server_tls_ca {path}: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("server_tls_ca {path}: no PEM certificate found"));
+            }
+            roots
+        }
+    };
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// The ring provider always supports the default protocol versions; this is

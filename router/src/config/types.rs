@@ -34,6 +34,8 @@ pub struct General {
     /// CA bundle; when set, clients must present a certificate it signed.
     pub tls_ca: Option<String>,
     pub tls_mode: ClientTlsMode,
+    /// CA bundle for `server_tls = "verify-full"`; the Mozilla roots when unset.
+    pub server_tls_ca: Option<String>,
     pub max_client_conn: usize,
     pub client_login_timeout_ms: u64,
     /// 0 disables.
@@ -62,6 +64,7 @@ impl Default for General {
             tls_private_key: None,
             tls_ca: None,
             tls_mode: ClientTlsMode::Allow,
+            server_tls_ca: None,
             max_client_conn: 10_000,
             client_login_timeout_ms: 15_000,
             idle_in_transaction_timeout_ms: 0,

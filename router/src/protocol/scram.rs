@@ -428,7 +428,7 @@ impl ScramClient {
         let without_proof = format!("c={CBIND_N},r={nonce}");
         // The server's message goes into the AuthMessage byte for byte.
         let auth_message = format!("{},{text},{without_proof}", self.client_first_bare());
-        let salted = salted_password(&self.password, &salt, iterations);
+        let salted = cached_salted_password(&self.password, &salt, iterations);
         let (proof, server_signature) = client_proof_and_server_signature(&salted, auth_message.as_bytes());
 
         self.state = ClientState::AwaitingServerFinal { server_signature };
@@ -602,6 +602,32 @@ fn random_nonce() -> String {
 }
 
 /// SaltedPassword = Hi(password, salt, i), which is PBKDF2-HMAC-SHA-256.
+/// Salted passwords the client side already derived. A PostgreSQL role
+/// keeps its salt and iteration count, so every new server connection for a
+/// pool would repeat the same 4096 HMAC rounds; with this memo a pool
+/// refilling under load pays for them once. Bounded: cleared when full.
+fn cached_salted_password(password: &[u8], salt: &[u8], iterations: u32) -> Key {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Memo = Mutex<HashMap<(Vec<u8>, Vec<u8>, u32), Key>>;
+    static MEMO: OnceLock<Memo> = OnceLock::new();
+    const MAX_ENTRIES: usize = 1024;
+
+    let memo = MEMO.get_or_init(|| Mutex::new(HashMap::new()));
+    let key = (password.to_vec(), salt.to_vec(), iterations);
+    if let Some(found) = memo.lock().ok().and_then(|m| m.get(&key).copied()) {
+        return found;
+    }
+    let salted = salted_password(password, salt, iterations);
+    if let Ok(mut m) = memo.lock() {
+        if m.len() >= MAX_ENTRIES {
+            m.clear();
+        }
+        m.insert(key, salted);
+    }
+    salted
+}
+
 fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> Key {
     let mut out = [0u8; KEY_LEN];
     pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out);
