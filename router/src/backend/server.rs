@@ -317,9 +317,69 @@ impl Server {
         }
     }
 
+    /// Takes a plain connection off this thread's event loop so another
+    /// worker can adopt it. TLS connections cannot move (the caller closes
+    /// them instead).
+    pub fn detach(self) -> Detach {
+        let Server { stream, buf, pid, secret, params, applied, created, last_used, broken, status } = self;
+        match stream {
+            Stream::Plain(tcp) => match tcp.into_std() {
+                Ok(socket) => Detach::Moved(Detached {
+                    socket,
+                    buf,
+                    pid,
+                    secret,
+                    params,
+                    applied,
+                    created,
+                    last_used,
+                    broken,
+                    status,
+                }),
+                Err(_) => Detach::Lost,
+            },
+            stream => {
+                Detach::Pinned(Server { stream, buf, pid, secret, params, applied, created, last_used, broken, status })
+            }
+        }
+    }
+
     /// The address cancel requests for this connection go to.
     pub fn peer(&self) -> Option<std::net::SocketAddr> {
         self.stream.tcp().peer_addr().ok()
+    }
+}
+
+/// What `Server::detach` made of a connection.
+pub enum Detach {
+    Moved(Detached),
+    /// Cannot leave this thread (TLS).
+    Pinned(Server),
+    /// The socket could not be deregistered and is gone.
+    Lost,
+}
+
+/// A server connection between two workers: a plain socket not registered
+/// with any event loop, plus everything the connection knows about itself.
+pub struct Detached {
+    socket: std::net::TcpStream,
+    buf: BytesMut,
+    pid: i32,
+    secret: i32,
+    params: Vec<(String, String)>,
+    applied: StartupParams,
+    created: Instant,
+    last_used: Instant,
+    broken: bool,
+    status: u8,
+}
+
+impl Detached {
+    /// Registers the socket with the calling worker's event loop.
+    pub fn attach(self) -> io::Result<Server> {
+        let Detached { socket, buf, pid, secret, params, applied, created, last_used, broken, status } = self;
+        let stream = Stream::Plain(TcpStream::from_std(socket)?);
+        Ok(Server { stream, buf, pid, secret, params, applied, created, last_used, broken, status })
     }
 }
 

@@ -408,6 +408,12 @@ impl Session {
             (None, None) => "server closed the connection unexpectedly".into(),
         };
         tracing::warn!(detail = %detail, "server connection lost mid-request");
+        if self.settings.mode == PoolMode::Session && fatal.is_some() {
+            // The server's own FATAL already reached the client, as it
+            // would have without a pooler in between.
+            let _ = self.client.shutdown().await;
+            return None;
+        }
         if self.settings.mode == PoolMode::Session || !self.sscan.at_boundary() {
             // Session state is gone, or part of a message was already
             // forwarded: the client's stream cannot be repaired.
@@ -487,7 +493,13 @@ impl Session {
                 }
                 b'P' if ends(parse_query(body)) => self.out.extend_from_slice(b"1\0\0\0\x04"),
                 b'B' => self.out.extend_from_slice(b"2\0\0\0\x04"),
-                b'D' => self.out.extend_from_slice(b"n\0\0\0\x04"),
+                b'D' => {
+                    // Describe of a statement answers its parameters first.
+                    if body.first() == Some(&b'S') {
+                        self.out.extend_from_slice(b"t\0\0\0\x06\0\0");
+                    }
+                    self.out.extend_from_slice(b"n\0\0\0\x04");
+                }
                 b'C' => self.out.extend_from_slice(b"3\0\0\0\x04"),
                 b'H' => {}
                 b'E' => {
@@ -615,11 +627,13 @@ impl Session {
                             let fields =
                                 be::parse_error_fields(server.buf.get(start..self.s_ready + len).unwrap_or(&[]));
                             debug_assert_eq!(tag, b'E');
-                            if fields.is_fatal() && self.settings.mode != PoolMode::Session {
-                                // Replaced by an ordinary error when the connection closes.
-                                self.s_drop = len;
+                            if fields.is_fatal() {
                                 self.fatal = Some(fields);
-                                break;
+                                if self.settings.mode != PoolMode::Session {
+                                    // Replaced by an ordinary error when the connection closes.
+                                    self.s_drop = len;
+                                    break;
+                                }
                             }
                             self.s_ready += len;
                         }
