@@ -207,6 +207,27 @@ pub fn run(config: Config, config_path: Option<PathBuf>, users_path: Option<Path
         users_path,
     });
 
+    // Signal handlers first: a SIGHUP or SIGTERM that arrives once the port
+    // accepts must be handled, not kill the process by default action.
+    let control = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgdog-router: cannot start control runtime: {e}");
+            return 1;
+        }
+    };
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _entered = control.enter();
+        match (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(hup), Ok(term), Ok(int)) => Signals { hup, term, int },
+            _ => {
+                eprintln!("pgdog-router: cannot install signal handlers");
+                return 1;
+            }
+        }
+    };
+
     // Bind every worker's listener before reporting ready, so a port in use
     // fails start-up instead of a worker.
     let addr = format!("{}:{}", general.host, general.port);
@@ -249,14 +270,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, users_path: Option<Path
         }
     }
 
-    let control = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pgdog-router: cannot start control runtime: {e}");
-            return 1;
-        }
-    };
-    control.block_on(signals(shared.clone(), Duration::from_millis(general.shutdown_timeout_ms)));
+    control.block_on(handle_signals(shared.clone(), signals, Duration::from_millis(general.shutdown_timeout_ms)));
     for t in threads {
         let _ = t.join();
     }
@@ -264,17 +278,16 @@ pub fn run(config: Config, config_path: Option<PathBuf>, users_path: Option<Path
     0
 }
 
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
 /// SIGHUP reloads; SIGTERM/SIGINT stop accepting, let transactions finish up
 /// to the shutdown timeout, then end.
-async fn signals(shared: Arc<Shared>, shutdown_timeout: Duration) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        tracing::error!("cannot install signal handlers");
-        shared.shutdown.cancel();
-        return;
-    };
+async fn handle_signals(shared: Arc<Shared>, signals: Signals, shutdown_timeout: Duration) {
+    let Signals { mut hup, mut term, mut int } = signals;
     loop {
         tokio::select! {
             _ = hup.recv() => match shared.reload() {

@@ -16,17 +16,21 @@
 //! * `PGDOG_TEST_PG_BIN`: PostgreSQL bin directory (default: `pg_config
 //!   --bindir`, then the newest `/usr/lib/postgresql/*/bin`).
 
+pub mod bench;
 mod cluster;
+mod pgbench;
 mod ports;
 mod router;
 mod sys;
 mod tls;
+pub mod wire;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::{Duration, Instant};
 
 pub use cluster::{shared_cluster, PgCluster};
+pub use pgbench::{pgbench_summary, pgbench_transcript, PgbenchSummary};
 pub use ports::free_port;
 pub use router::{default_users, psql_tcp, router_bin, router_config, RouterProcess};
 pub use sys::pg_bin_dir;

@@ -125,7 +125,14 @@ pub async fn authenticate(
         AuthMethod::Scram => {
             // Unknown users are checked against a throwaway secret: same
             // messages, same timing shape, same failure.
-            let stored = credential.and_then(|c| c.scram_verifier.as_deref()).unwrap_or_else(|| decoy_verifier());
+            let decoy;
+            let stored = match credential.and_then(|c| c.scram_verifier.as_deref()) {
+                Some(v) => v,
+                None => {
+                    decoy = decoy_verifier(user);
+                    &decoy
+                }
+            };
             let mut server = scram::ScramServer::new(stored).map_err(|_| failed(user))?;
             be::authentication_sasl(&mut out, &[scram::MECHANISM]);
             stream.write_all(&out).await?;
@@ -166,13 +173,47 @@ fn scram_refusal(user: &str, e: scram::ScramError) -> AuthError {
     }
 }
 
-/// A verifier of a random password nobody knows, made once per process so
-/// unknown users cost no more than known ones.
-fn decoy_verifier() -> &'static str {
-    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DECOY.get_or_init(|| {
-        let password: [u8; 16] = rand::random();
-        let password: String = password.iter().map(|b| format!("{b:02x}")).collect();
-        scram::generate_verifier(&password)
-    })
+/// A verifier for a user that does not exist. Like PostgreSQL's mock
+/// authentication, the salt is derived from the user name with a secret of
+/// this process: stable for one name, different between names, so probing
+/// salts cannot tell unknown users from real ones. The keys are random (the
+/// proof fails whatever the client sends) and cost no key derivation.
+fn decoy_verifier(user: &str) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    static SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let secret = SECRET.get_or_init(rand::random);
+    let salt: [u8; 16] = match <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret) {
+        Ok(mut mac) => {
+            mac.update(user.as_bytes());
+            let digest = mac.finalize().into_bytes();
+            let mut salt = [0u8; 16];
+            salt.copy_from_slice(&digest[..16]);
+            salt
+        }
+        Err(_) => rand::random(),
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let stored_key: [u8; 32] = rand::random();
+    let server_key: [u8; 32] = rand::random();
+    format!(
+        "SCRAM-SHA-256${}:{}${}:{}",
+        scram::DEFAULT_ITERATIONS,
+        b64.encode(salt),
+        b64.encode(stored_key),
+        b64.encode(server_key)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoy_salt_is_stable_per_name_and_differs_between_names() {
+        let salt = |v: String| v.split('$').nth(1).map(|p| p.split(':').nth(1).unwrap_or("").to_string());
+        assert_eq!(salt(decoy_verifier("alice")), salt(decoy_verifier("alice")));
+        assert_ne!(salt(decoy_verifier("alice")), salt(decoy_verifier("bob")));
+        assert!(scram::ScramServer::new(&decoy_verifier("carol")).is_ok());
+    }
 }

@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use crate::backend::params::StartupParams;
 use crate::backend::pool::PoolError;
+use crate::backend::server::ServerError;
 use crate::config::PoolMode;
 use crate::net::{self, Keepalive};
 use crate::protocol::backend as be;
@@ -58,8 +59,11 @@ async fn handle(worker: Rc<Worker>, tcp: TcpStream) {
     );
     let login_timeout = Duration::from_millis(general.client_login_timeout_ms);
 
-    let opening =
-        tokio::time::timeout(login_timeout, startup::negotiate(tcp, snapshot.tls.as_ref(), general.tls_mode)).await;
+    let opening = tokio::time::timeout(
+        login_timeout,
+        startup::negotiate(tcp, snapshot.tls.as_ref(), general.tls_mode, general.tls_ca.is_some()),
+    )
+    .await;
     let login = match opening {
         Err(_) => return,
         Ok(Err(StartupError::Io(_))) => return,
@@ -146,16 +150,24 @@ async fn handle(worker: Rc<Worker>, tcp: TcpStream) {
     // Session mode binds now, so the client learns its real backend pid.
     // Other modes bind once when the pool has never reported its server
     // parameters, so the greeting carries real values.
-    let need_server = mode == PoolMode::Session || pool.shared.server_params().is_none();
+    // Settings no server of this pool has accepted yet are tried now, so a
+    // bad value is refused at login as PostgreSQL would, not at every query.
+    let need_server = mode == PoolMode::Session
+        || pool.shared.server_params().is_none()
+        || !pool.shared.params_accepted(startup_params.id());
     let mut bound = None;
     if need_server {
         match pool.checkout().await {
             Ok(mut server) => {
                 if let Err(e) = server.apply_params(&startup_params).await {
                     pool.checkin(server);
-                    let r = Refusal { code: sqlstate::INVALID_PARAMETER_VALUE, message: e.to_string() };
-                    return startup::refuse(stream, &r).await;
+                    let message = match &e {
+                        ServerError::Query(fields) => fields.message.clone(),
+                        other => other.to_string(),
+                    };
+                    return startup::refuse(stream, &Refusal::new(e.code(), message)).await;
                 }
+                pool.shared.accept_params(startup_params.id());
                 bound = Some(server);
             }
             Err(e) => {

@@ -34,13 +34,13 @@ pub struct Login {
 /// A refusal to send before closing: SQLSTATE and message.
 #[derive(Debug)]
 pub struct Refusal {
-    pub code: &'static str,
+    pub code: String,
     pub message: String,
 }
 
 impl Refusal {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self { code: code.to_string(), message: message.into() }
     }
 }
 
@@ -67,10 +67,13 @@ async fn read_packet(stream: &mut Stream, buf: &mut BytesMut) -> Result<Result<u
 }
 
 /// Drives negotiation until a StartupMessage or CancelRequest arrives.
+/// `client_certs`: a CA for client certificates is configured, so every
+/// client must come over TLS (a plaintext client would skip the check).
 pub async fn negotiate(
     tcp: TcpStream,
     tls: Option<&TlsAcceptor>,
     tls_mode: ClientTlsMode,
+    client_certs: bool,
 ) -> Result<Opening, StartupError> {
     let mut stream = Stream::Plain(tcp);
     let mut buf = BytesMut::with_capacity(1024);
@@ -118,7 +121,7 @@ pub async fn negotiate(
             }
             StartupPacket::Cancel { pid, secret } => return Ok(Opening::Cancel { pid, secret }),
             StartupPacket::Startup { version, params } => {
-                if tls_mode == ClientTlsMode::Require && !stream.is_tls() {
+                if (tls_mode == ClientTlsMode::Require || client_certs) && !stream.is_tls() {
                     let r = Refusal::new(
                         sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                         "SSL/TLS is required: connect with sslmode=require",
@@ -170,7 +173,7 @@ async fn finish_startup(
 /// Sends a FATAL error and closes, ignoring a peer that is already gone.
 pub async fn refuse(mut stream: Stream, refusal: &Refusal) {
     let mut out = BytesMut::new();
-    be::error_response(&mut out, Severity::Fatal, refusal.code, &refusal.message, None);
+    be::error_response(&mut out, Severity::Fatal, &refusal.code, &refusal.message, None);
     let _ = stream.write_all(&out).await;
     let _ = stream.shutdown().await;
 }

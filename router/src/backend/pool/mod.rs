@@ -142,6 +142,9 @@ pub struct PoolShared {
     /// Bumped by every reload, so workers refresh their cached settings
     /// with one atomic load instead of taking a lock per checkout.
     generation: AtomicU64,
+    /// Ids of client startup settings a server of this pool has accepted,
+    /// so only new combinations cost a checkout at login.
+    accepted_params: Mutex<std::collections::HashSet<u64>>,
     /// ParameterStatus values of this pool's servers, for client logins.
     server_params: Mutex<Option<ServerParams>>,
     pub opened_total: AtomicU64,
@@ -176,6 +179,7 @@ impl PoolShared {
             freed: Notify::new(),
             retired: AtomicBool::new(false),
             generation: AtomicU64::new(1),
+            accepted_params: Mutex::new(std::collections::HashSet::new()),
             server_params: Mutex::new(None),
             opened_total: AtomicU64::new(0),
             closed_total: AtomicU64::new(0),
@@ -229,6 +233,21 @@ impl PoolShared {
 
     pub fn max_size(&self) -> usize {
         self.max_size.load(Ordering::Relaxed)
+    }
+
+    pub fn params_accepted(&self, id: u64) -> bool {
+        id == 0 || self.accepted_params.lock().is_ok_and(|p| p.contains(&id))
+    }
+
+    pub fn accept_params(&self, id: u64) {
+        /// Distinct setting combinations remembered; past this the memo starts over.
+        const MAX_REMEMBERED: usize = 10_000;
+        if let Ok(mut p) = self.accepted_params.lock() {
+            if p.len() >= MAX_REMEMBERED {
+                p.clear();
+            }
+            p.insert(id);
+        }
     }
 
     pub fn server_params(&self) -> Option<ServerParams> {

@@ -1,0 +1,291 @@
+//! Turning per-round pgbench results into the markdown tables `make bench`
+//! prints: medians per target, ratios to direct PostgreSQL, failures, and
+//! pooler CPU per transaction (steadier than TPS on a shared 2-core box).
+
+use std::fmt::Write as _;
+
+use super::pgbench::RunResult;
+
+/// Median of `values`; `None` when empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 })
+}
+
+/// Every round's outcome for one (workload, target) pair.
+#[derive(Clone, Debug)]
+pub enum Cell {
+    /// The target cannot run this workload (PgBouncer 1.18 and `-M prepared`).
+    Unsupported,
+    /// The target was not available (PgBouncer not installed).
+    Skipped,
+    Runs(Vec<Result<RunResult, String>>),
+}
+
+impl Cell {
+    fn ok(&self) -> Vec<&RunResult> {
+        match self {
+            Cell::Runs(runs) => runs.iter().filter_map(|r| r.as_ref().ok()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn errors(&self) -> usize {
+        match self {
+            Cell::Runs(runs) => runs.iter().filter(|r| r.is_err()).count(),
+            _ => 0,
+        }
+    }
+
+    pub fn median_tps(&self) -> Option<f64> {
+        median(&self.ok().iter().map(|r| r.tps).collect::<Vec<_>>())
+    }
+
+    pub fn median_latency_ms(&self) -> Option<f64> {
+        median(&self.ok().iter().map(|r| r.latency_ms).collect::<Vec<_>>())
+    }
+
+    pub fn median_cpu_us(&self) -> Option<f64> {
+        median(&self.ok().iter().filter_map(|r| r.cpu_us_per_tx).collect::<Vec<_>>())
+    }
+
+    fn failed(&self) -> Option<u64> {
+        let ok = self.ok();
+        (!ok.is_empty()).then(|| ok.iter().map(|r| r.failed).sum())
+    }
+
+    /// Placeholder for cells without numbers, or `None` if there are some.
+    fn placeholder(&self) -> Option<String> {
+        match self {
+            Cell::Unsupported => Some("unsupported".into()),
+            Cell::Skipped => Some("n/a".into()),
+            Cell::Runs(_) if self.ok().is_empty() => Some("error".into()),
+            Cell::Runs(_) => None,
+        }
+    }
+
+    /// Median TPS, with a note when some rounds failed outright.
+    fn tps_text(&self) -> String {
+        if let Some(p) = self.placeholder() {
+            return p;
+        }
+        let tps = format!("{:.0}", self.median_tps().unwrap_or(0.0));
+        match self.errors() {
+            0 => tps,
+            n => format!("{tps} ({n} err)"),
+        }
+    }
+
+    fn failed_text(&self) -> String {
+        match self.placeholder() {
+            Some(_) if matches!(self, Cell::Runs(_)) => "err".into(),
+            Some(_) => "–".into(),
+            None => self.failed().unwrap_or(0).to_string(),
+        }
+    }
+
+    fn cpu_text(&self) -> String {
+        match (self.placeholder(), self.median_cpu_us()) {
+            (Some(p), _) => p,
+            (None, Some(us)) => format!("{us:.1}"),
+            (None, None) => "?".into(),
+        }
+    }
+}
+
+/// One row of the main table: a workload and its three targets.
+pub struct Row {
+    pub workload: String,
+    pub direct: Cell,
+    pub pgbouncer: Cell,
+    pub router: Cell,
+}
+
+fn ratio(pooler: &Cell, direct: &Cell) -> String {
+    if let Some(p) = pooler.placeholder() {
+        return p;
+    }
+    match (pooler.median_tps(), direct.median_tps()) {
+        (Some(p), Some(d)) if d > 0.0 => format!("{:.2}×", p / d),
+        _ => "–".into(),
+    }
+}
+
+/// The main markdown table.
+pub fn throughput_table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| workload | direct TPS | PgBouncer TPS | router TPS | PgBouncer / direct | router / direct \
+         | failed tx (direct / PgBouncer / router) | PgBouncer CPU µs/tx | router CPU µs/tx |\n",
+    );
+    out.push_str("|---|--:|--:|--:|--:|--:|:-:|--:|--:|\n");
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} |",
+            row.workload,
+            row.direct.tps_text(),
+            row.pgbouncer.tps_text(),
+            row.router.tps_text(),
+            ratio(&row.pgbouncer, &row.direct),
+            ratio(&row.router, &row.direct),
+            row.direct.failed_text(),
+            row.pgbouncer.failed_text(),
+            row.router.failed_text(),
+            row.pgbouncer.cpu_text(),
+            row.router.cpu_text(),
+        );
+    }
+    out
+}
+
+/// One line per (workload, target) whose runs failed outright, with the
+/// first distinct reason, so an `error` cell in the table is explained.
+pub fn error_notes(rows: &[Row]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        for (name, cell) in [("direct", &row.direct), ("PgBouncer", &row.pgbouncer), ("router", &row.router)] {
+            let Cell::Runs(runs) = cell else { continue };
+            let mut reasons: Vec<&str> = runs.iter().filter_map(|r| r.as_ref().err()).map(|e| first_line(e)).collect();
+            reasons.dedup();
+            for reason in reasons {
+                let _ = writeln!(out, "- {name}, {}: {reason}", row.workload);
+            }
+        }
+    }
+    out
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("").trim()
+}
+
+/// Single-client latency through each pooler, and what the pooler adds over
+/// connecting to PostgreSQL directly.
+pub fn latency_table(row: &Row) -> String {
+    let mut out = String::new();
+    out.push_str("| target | mean latency, 1 client (µs) | added vs direct (µs) |\n|---|--:|--:|\n");
+    let direct = row.direct.median_latency_ms();
+    for (name, cell) in [("direct", &row.direct), ("PgBouncer", &row.pgbouncer), ("router", &row.router)] {
+        let (lat, added) = match (cell.placeholder(), cell.median_latency_ms()) {
+            (Some(p), _) => (p.clone(), p),
+            (None, Some(ms)) => {
+                let added = match direct {
+                    Some(d) if name != "direct" => format!("{:+.0}", (ms - d) * 1000.0),
+                    _ => "–".into(),
+                };
+                (format!("{:.0}", ms * 1000.0), added)
+            }
+            (None, None) => ("?".into(), "?".into()),
+        };
+        let _ = writeln!(out, "| {name} | {lat} | {added} |");
+    }
+    out
+}
+
+/// Pooler CPU per SCRAM client connection (login, one transaction,
+/// logout), median over rounds.
+pub fn connection_table(per_pooler: &[(&str, Vec<Result<f64, String>>)]) -> String {
+    let mut out = String::new();
+    out.push_str("| pooler | CPU per client connection (µs) |\n|---|--:|\n");
+    for (name, runs) in per_pooler {
+        let ok: Vec<f64> = runs.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+        let text = match (median(&ok), runs.iter().find_map(|r| r.as_ref().err())) {
+            (Some(us), _) => format!("{us:.0}"),
+            (None, Some(e)) => format!("error: {}", first_line(e).replace('|', "/")),
+            (None, None) => "?".into(),
+        };
+        let _ = writeln!(out, "| {name} | {text} |");
+    }
+    out
+}
+
+/// Memory of a pooler holding idle clients.
+pub struct IdleResult {
+    pub pooler: &'static str,
+    pub outcome: Result<IdleNumbers, String>,
+}
+
+pub struct IdleNumbers {
+    pub clients: usize,
+    pub rss_before_kib: u64,
+    pub rss_with_clients_kib: u64,
+    pub fds: usize,
+    pub login_seconds: f64,
+}
+
+pub fn idle_table(results: &[IdleResult]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| pooler | idle clients | RSS before (MiB) | RSS with clients (MiB) | per client (KiB) \
+         | open fds | login time (s) |\n|---|--:|--:|--:|--:|--:|--:|\n",
+    );
+    for r in results {
+        match &r.outcome {
+            Ok(n) => {
+                let per_client = (n.rss_with_clients_kib as f64 - n.rss_before_kib as f64) / n.clients.max(1) as f64;
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.1} | {:.1} | {:.1} | {} | {:.1} |",
+                    r.pooler,
+                    n.clients,
+                    n.rss_before_kib as f64 / 1024.0,
+                    n.rss_with_clients_kib as f64 / 1024.0,
+                    per_client,
+                    n.fds,
+                    n.login_seconds
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "| {} | {} | | | | | |", r.pooler, e.replace('|', "/").replace('\n', " "));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(tps: &[f64]) -> Cell {
+        Cell::Runs(
+            tps.iter()
+                .map(|&tps| Ok(RunResult { tps, transactions: 100, latency_ms: 1.0, ..Default::default() }))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn table_shows_ratios_and_unsupported() {
+        let rows = [Row {
+            workload: "w".into(),
+            direct: runs(&[100.0, 200.0, 300.0]),
+            pgbouncer: Cell::Unsupported,
+            router: runs(&[50.0, 100.0, 150.0]),
+        }];
+        let table = throughput_table(&rows);
+        assert!(table.contains("| w | 200 | unsupported | 100 | unsupported | 0.50× |"), "{table}");
+        assert!(error_notes(&rows).is_empty());
+    }
+
+    #[test]
+    fn errors_are_explained_once() {
+        let failing = Cell::Runs(vec![Err("boom\ndetail".into()), Err("boom".into())]);
+        let rows = [Row { workload: "w".into(), direct: runs(&[1.0]), pgbouncer: Cell::Skipped, router: failing }];
+        assert_eq!(error_notes(&rows), "- router, w: boom\n");
+        assert!(throughput_table(&rows).contains("| w | 1 | n/a | error | n/a | error | 0 / – / err |"));
+    }
+}
