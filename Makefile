@@ -11,8 +11,7 @@ build:
 
 # Unit tests and integration tests against throwaway PostgreSQL clusters.
 test:
-	$(CARGO) build -p pgdog-router
-	$(CARGO) test --workspace -- --test-threads=4
+	CARGO=$(CARGO) scripts/test.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

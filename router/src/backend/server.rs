@@ -94,6 +94,9 @@ pub struct Server {
     pub broken: bool,
     /// Transaction status from the last ReadyForQuery: I, T or E.
     pub status: u8,
+    /// The server's address, for cancel requests; looked up once at connect
+    /// (not a getpeername per transaction).
+    pub addr: Option<std::net::SocketAddr>,
 }
 
 impl Server {
@@ -121,6 +124,7 @@ impl Server {
             .await
             .map_err(|source| ServerError::Connect { addr: addr.to_string(), source })?;
         net::tune(&tcp, options.keepalive);
+        let peer = tcp.peer_addr().ok();
         let mut stream = match target.tls {
             ServerTls::Disable => Stream::Plain(tcp),
             ServerTls::VerifyFull => {
@@ -145,6 +149,7 @@ impl Server {
             last_used: Instant::now(),
             broken: false,
             status: b'I',
+            addr: peer,
         };
         server.authenticate(&target.user, password).await?;
         Ok(server)
@@ -321,7 +326,7 @@ impl Server {
     /// worker can adopt it. TLS connections cannot move (the caller closes
     /// them instead).
     pub fn detach(self) -> Detach {
-        let Server { stream, buf, pid, secret, params, applied, created, last_used, broken, status } = self;
+        let Server { stream, buf, pid, secret, params, applied, created, last_used, broken, status, addr } = self;
         match stream {
             Stream::Plain(tcp) => match tcp.into_std() {
                 Ok(socket) => Detach::Moved(Detached {
@@ -335,18 +340,29 @@ impl Server {
                     last_used,
                     broken,
                     status,
+                    addr,
                 }),
                 Err(_) => Detach::Lost,
             },
-            stream => {
-                Detach::Pinned(Server { stream, buf, pid, secret, params, applied, created, last_used, broken, status })
-            }
+            stream => Detach::Pinned(Server {
+                stream,
+                buf,
+                pid,
+                secret,
+                params,
+                applied,
+                created,
+                last_used,
+                broken,
+                status,
+                addr,
+            }),
         }
     }
 
     /// The address cancel requests for this connection go to.
     pub fn peer(&self) -> Option<std::net::SocketAddr> {
-        self.stream.tcp().peer_addr().ok()
+        self.addr
     }
 }
 
@@ -372,14 +388,15 @@ pub struct Detached {
     last_used: Instant,
     broken: bool,
     status: u8,
+    addr: Option<std::net::SocketAddr>,
 }
 
 impl Detached {
     /// Registers the socket with the calling worker's event loop.
     pub fn attach(self) -> io::Result<Server> {
-        let Detached { socket, buf, pid, secret, params, applied, created, last_used, broken, status } = self;
+        let Detached { socket, buf, pid, secret, params, applied, created, last_used, broken, status, addr } = self;
         let stream = Stream::Plain(TcpStream::from_std(socket)?);
-        Ok(Server { stream, buf, pid, secret, params, applied, created, last_used, broken, status })
+        Ok(Server { stream, buf, pid, secret, params, applied, created, last_used, broken, status, addr })
     }
 }
 
