@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use crate::backend::params::StartupParams;
 use crate::backend::pool::PoolError;
-use crate::backend::server::ServerError;
+use crate::backend::server::{Server, ServerError};
 use crate::config::PoolMode;
 use crate::net::{self, Keepalive};
 use crate::protocol::backend as be;
@@ -40,13 +40,27 @@ pub async fn handle_client(worker: Rc<Worker>, tcp: TcpStream, peer: SocketAddr)
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("client", id, %peer, user = tracing::field::Empty, database = tracing::field::Empty);
-    handle(worker, tcp).instrument(span).await
+    async move {
+        let shared = worker.shared.clone();
+        let _slot = ClientSlot(&shared.clients);
+        let count = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
+        // Login runs in its own allocation, freed once the session starts:
+        // its state (TLS handshake, SCRAM exchange) is large, and a session
+        // future sized for it would cost every idle client that much memory.
+        let Some((mut session, bound)) = Box::pin(login(&worker, tcp, count)).await else { return };
+        // `run` borrows the session: an async fn taking it by value would
+        // store it twice in its state (rust-lang/rust#62958).
+        let run = session.run(bound.map(Box::new));
+        run.await;
+    }
+    .instrument(span)
+    .await
 }
 
-async fn handle(worker: Rc<Worker>, tcp: TcpStream) {
+/// Negotiation, authentication, pool choice and greeting. Returns the
+/// session to run, with its server when one is already bound (session mode).
+async fn login(worker: &Worker, tcp: TcpStream, count: usize) -> Option<(Session, Option<Server>)> {
     let shared = worker.shared.clone();
-    let _slot = ClientSlot(&shared.clients);
-    let count = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
     let snapshot = shared.snapshot();
     let general = &snapshot.config.router.general;
     net::tune(
@@ -65,12 +79,12 @@ async fn handle(worker: Rc<Worker>, tcp: TcpStream) {
     )
     .await;
     let login = match opening {
-        Err(_) => return,
-        Ok(Err(StartupError::Io(_))) => return,
+        Err(_) => return None,
+        Ok(Err(StartupError::Io(_))) => return None,
         Ok(Err(StartupError::Refused(stream, refusal))) => {
             tracing::info!(code = refusal.code, message = %refusal.message, "startup refused");
             startup::refuse(stream, &refusal).await;
-            return;
+            return None;
         }
         Ok(Ok(Opening::Cancel { pid, secret })) => {
             if let Some(key) = shared.cancels.lookup(pid, secret) {
@@ -79,7 +93,7 @@ async fn handle(worker: Rc<Worker>, tcp: TcpStream) {
                     tracing::warn!(error = %e, "cancel request could not reach the server");
                 }
             }
-            return;
+            return None;
         }
         Ok(Ok(Opening::Login(login))) => login,
     };
@@ -92,11 +106,17 @@ async fn handle(worker: Rc<Worker>, tcp: TcpStream) {
 
     if shared.shutdown.is_cancelled() {
         let r = Refusal::new(sqlstate::CANNOT_CONNECT_NOW, "pgdog-router is shutting down");
-        return startup::refuse(stream, &r).await;
+        {
+            startup::refuse(stream, &r).await;
+            return None;
+        }
     }
     if count > general.max_client_conn {
         let r = Refusal::new(sqlstate::TOO_MANY_CONNECTIONS, "sorry, too many clients already");
-        return startup::refuse(stream, &r).await;
+        {
+            startup::refuse(stream, &r).await;
+            return None;
+        }
     }
 
     // Authenticate first, as PostgreSQL does: an unknown database is only
@@ -112,11 +132,14 @@ async fn handle(worker: Rc<Worker>, tcp: TcpStream) {
     let authed =
         tokio::time::timeout(login_timeout, auth::authenticate(&mut stream, &mut buf, &user, credential)).await;
     match authed {
-        Err(_) => return,
-        Ok(Err(AuthError::Io(_))) => return,
+        Err(_) => return None,
+        Ok(Err(AuthError::Io(_))) => return None,
         Ok(Err(AuthError::Refused(r))) => {
             tracing::info!(code = r.code, message = %r.message, "authentication failed");
-            return startup::refuse(stream, &r).await;
+            {
+                startup::refuse(stream, &r).await;
+                return None;
+            }
         }
         Ok(Ok(())) => {}
     }
@@ -127,7 +150,10 @@ async fn handle(worker: Rc<Worker>, tcp: TcpStream) {
         } else {
             Refusal::new(sqlstate::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist"))
         };
-        return startup::refuse(stream, &r).await;
+        {
+            startup::refuse(stream, &r).await;
+            return None;
+        }
     };
     let key = crate::backend::pool::PoolKey {
         user: user.clone(),
@@ -137,14 +163,20 @@ async fn handle(worker: Rc<Worker>, tcp: TcpStream) {
     };
     let Some(shared_pool) = snapshot.pools.get(&key) else {
         let r = Refusal::new(sqlstate::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist"));
-        return startup::refuse(stream, &r).await;
+        {
+            startup::refuse(stream, &r).await;
+            return None;
+        }
     };
     let pool = worker.pool(shared_pool);
     let mode = pool.shared.mode();
 
     let startup_params = match StartupParams::from_startup(&params) {
         Ok(p) => p,
-        Err(e) => return startup::refuse(stream, &Refusal::new(sqlstate::FEATURE_NOT_SUPPORTED, e.0)).await,
+        Err(e) => {
+            startup::refuse(stream, &Refusal::new(sqlstate::FEATURE_NOT_SUPPORTED, e.0)).await;
+            return None;
+        }
     };
 
     // Session mode binds now, so the client learns its real backend pid.
@@ -165,7 +197,10 @@ async fn handle(worker: Rc<Worker>, tcp: TcpStream) {
                         ServerError::Query(fields) => fields.message.clone(),
                         other => other.to_string(),
                     };
-                    return startup::refuse(stream, &Refusal::new(e.code(), message)).await;
+                    {
+                        startup::refuse(stream, &Refusal::new(e.code(), message)).await;
+                        return None;
+                    }
                 }
                 pool.shared.accept_params(startup_params.id());
                 bound = Some(server);
@@ -176,7 +211,10 @@ async fn handle(worker: Rc<Worker>, tcp: TcpStream) {
                     PoolError::Server(_) => sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
                     PoolError::Retired(_) => sqlstate::ADMIN_SHUTDOWN,
                 };
-                return startup::refuse(stream, &Refusal::new(code, e.to_string())).await;
+                {
+                    startup::refuse(stream, &Refusal::new(code, e.to_string())).await;
+                    return None;
+                }
             }
         }
     }
@@ -205,7 +243,7 @@ async fn handle(worker: Rc<Worker>, tcp: TcpStream) {
         if let Some(server) = bound {
             pool.checkin(server);
         }
-        return;
+        return None;
     }
     tracing::debug!(?mode, "client logged in");
 
@@ -220,6 +258,5 @@ async fn handle(worker: Rc<Worker>, tcp: TcpStream) {
     };
     let session =
         Session::new(stream, buf, pool, startup_params, settings, cancel, shared.shutdown.clone().cancelled_owned());
-    drop(snapshot);
-    session.run(bound).await;
+    Some((session, bound))
 }

@@ -37,8 +37,9 @@ const CLIENT_INSPECT: TagSet = TagSet::new(b"X");
 const SERVER_INSPECT: TagSet = TagSet::new(b"ZE");
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
-/// Idle read buffers a worker keeps for reuse.
-const SPARE_BUFFERS: usize = 256;
+/// Idle read buffers a worker keeps for reuse: enough for the requests in
+/// flight at once on one thread, not so many that they pin much memory.
+const SPARE_BUFFERS: usize = 64;
 
 thread_local! {
     /// Client read buffers not in use. An idle plaintext client holds no
@@ -168,26 +169,37 @@ impl Session {
         }
     }
 
-    /// Runs the session to its end. `server` is already bound in session mode.
-    pub async fn run(mut self, mut bound: Option<Server>) {
-        loop {
-            let server = match bound.take() {
-                Some(s) => s,
-                None => {
-                    if !self.wait_for_request().await {
-                        return;
-                    }
-                    match self.bind().await {
-                        Some(s) => s,
-                        None => continue,
-                    }
-                }
-            };
-            match self.serve(server).await {
-                Some(next) => bound = next,
-                None => return,
+    /// Runs the session to its end. `bound` is the server already bound in
+    /// session mode.
+    ///
+    /// What an idle client costs is the size of this future while it waits
+    /// in `wait_for_request`: so the work of one request (checkout, pump,
+    /// faults) runs in a boxed future that exists only while a request is
+    /// being served. One small allocation per request buys idle clients a
+    /// few hundred bytes instead of kilobytes.
+    pub async fn run(&mut self, bound: Option<Box<Server>>) {
+        if let Some(server) = bound {
+            if !Box::pin(self.serve(*server)).await {
+                return;
             }
         }
+        while self.wait_for_request().await {
+            if !Box::pin(self.serve_request()).await {
+                return;
+            }
+        }
+    }
+
+    /// Binds a server for the request the client sent and serves it.
+    async fn serve_request(&mut self) -> bool {
+        let server = match self.pool.checkout_now() {
+            Some(server) if server.applied == self.params => server,
+            ready => match self.bind(ready).await {
+                Some(s) => s,
+                None => return true,
+            },
+        };
+        self.serve(server).await
     }
 
     /// Waits, with no server bound, until the client sends a request that
@@ -197,13 +209,13 @@ impl Session {
             // Whole messages the router answers itself.
             match frame::header(&self.cbuf) {
                 Err(e) => {
-                    self.fatal_and_close(sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await;
+                    Box::pin(self.fatal_and_close(sqlstate::PROTOCOL_VIOLATION, &e.to_string())).await;
                     return false;
                 }
                 Ok(Some((b'X', _))) => return false,
                 Ok(Some((tag, total))) if self.cbuf.len() >= total && (self.orphaned_txn || self.skip_to_sync) => {
                     let msg = self.cbuf.split_to(total);
-                    if !self.answer_locally(tag, &msg[frame::HEADER_LEN..]).await {
+                    if !Box::pin(self.answer_locally(tag, &msg[frame::HEADER_LEN..])).await {
                         return false;
                     }
                     continue;
@@ -212,8 +224,8 @@ impl Session {
                 _ => {}
             }
             if self.shutting_down || self.shutdown_requested() {
-                self.fatal_and_close(sqlstate::ADMIN_SHUTDOWN, "terminating connection: pgdog-router is shutting down")
-                    .await;
+                let message = "terminating connection: pgdog-router is shutting down";
+                Box::pin(self.fatal_and_close(sqlstate::ADMIN_SHUTDOWN, message)).await;
                 return false;
             }
             if self.cbuf.is_empty() && !self.client.is_tls() {
@@ -252,9 +264,13 @@ impl Session {
 
     /// Checks out a server and prepares it for this client. On failure the
     /// client's request is answered with the error and None is returned.
-    async fn bind(&mut self) -> Option<Server> {
+    async fn bind(&mut self, ready: Option<Server>) -> Option<Server> {
         let pool = self.pool.clone();
-        match pool.checkout().await {
+        let checked_out = match ready {
+            Some(server) => Ok(server),
+            None => pool.checkout().await,
+        };
+        match checked_out {
             Ok(mut server) => {
                 if let Err(e) = server.apply_params(&self.params).await {
                     let code = e.code().to_string();
@@ -278,17 +294,26 @@ impl Session {
         }
     }
 
-    /// Serves requests on a bound server until it can be released. Returns
-    /// the server to keep bound (session mode: it never leaves), None when
-    /// the session is over, Some(None) after a normal release.
-    async fn serve(&mut self, mut server: Server) -> Option<Option<Server>> {
+    /// Serves requests on a bound server until it can be released (session
+    /// mode: until the session ends). Returns whether the session goes on.
+    async fn serve(&mut self, mut server: Server) -> bool {
         self.cancel.slot.set(server.peer().map(|addr| ServerKey { addr, pid: server.pid, secret: server.secret }));
         self.sscan = Scanner::new(SERVER_INSPECT);
         self.release = false;
         let outcome = std::future::poll_fn(|cx| self.poll_pump(&mut server, cx)).await;
-        let result = match outcome {
+        if matches!(outcome, Outcome::Released) && self.settings.mode != PoolMode::Session {
+            self.cancel.slot.set(None);
+            self.pool.checkin(server);
+            return true;
+        }
+        Box::pin(self.conclude(outcome, server)).await
+    }
+
+    /// Everything but a plain release: faults, shutdown, refusals.
+    async fn conclude(&mut self, outcome: Outcome, mut server: Server) -> bool {
+        self.cancel.slot.set(None);
+        match outcome {
             Outcome::Released => {
-                self.cancel.slot.set(None);
                 if self.settings.mode == PoolMode::Session {
                     // Only reached when shutting down: reset and close.
                     self.reset_and_checkin(server).await;
@@ -297,39 +322,34 @@ impl Session {
                         "terminating connection: pgdog-router is shutting down",
                     )
                     .await;
-                    return None;
+                    return false;
                 }
                 self.pool.checkin(server);
-                return Some(None);
+                true
             }
             Outcome::ClientGone => {
-                self.cancel.slot.set(None);
                 self.client_left(server).await;
-                None
+                false
             }
             Outcome::ServerGone { fatal, error } => {
-                self.cancel.slot.set(None);
                 server.broken = true;
                 let was_in_txn = server.status != b'I';
                 self.pool.checkin(server);
                 self.server_lost(fatal, error, was_in_txn).await
             }
             Outcome::ClientProtocol(e) => {
-                self.cancel.slot.set(None);
                 self.client_left(server).await;
                 self.fatal_and_close(sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await;
-                None
+                false
             }
             Outcome::ServerProtocol(e) => {
-                self.cancel.slot.set(None);
                 server.broken = true;
                 self.pool.checkin(server);
                 tracing::error!(error = %e, "server sent an invalid message");
                 self.fatal_and_close(sqlstate::PROTOCOL_VIOLATION, &format!("invalid message from server: {e}")).await;
-                None
+                false
             }
             Outcome::TransactionInStatementMode => {
-                self.cancel.slot.set(None);
                 let _ = server.execute("ROLLBACK").await;
                 self.pool.checkin(server);
                 self.out.clear();
@@ -342,22 +362,20 @@ impl Session {
                 );
                 be::ready_for_query(&mut self.out, b'I');
                 if self.client.write_all(&self.out).await.is_err() {
-                    return None;
+                    return false;
                 }
-                Some(None)
+                true
             }
             Outcome::IdleInTransactionTimeout => {
-                self.cancel.slot.set(None);
                 self.client_left(server).await;
                 self.fatal_and_close(
                     sqlstate::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
                     "terminating connection due to idle-in-transaction timeout",
                 )
                 .await;
-                None
+                false
             }
-        };
-        result
+        }
     }
 
     /// The client is gone (or being closed) with a server bound: make the
@@ -396,12 +414,7 @@ impl Session {
 
     /// The server died under this client. Transaction mode: the client gets
     /// an error and keeps its session. Session mode: FATAL, as PostgreSQL.
-    async fn server_lost(
-        &mut self,
-        fatal: Option<ErrorFields>,
-        error: Option<String>,
-        in_txn: bool,
-    ) -> Option<Option<Server>> {
+    async fn server_lost(&mut self, fatal: Option<ErrorFields>, error: Option<String>, in_txn: bool) -> bool {
         let detail = match (&fatal, &error) {
             (Some(f), _) => format!("{} (SQLSTATE {})", f.message, f.code),
             (None, Some(e)) => e.clone(),
@@ -412,7 +425,7 @@ impl Session {
             // The server's own FATAL already reached the client, as it
             // would have without a pooler in between.
             let _ = self.client.shutdown().await;
-            return None;
+            return false;
         }
         if self.settings.mode == PoolMode::Session || !self.sscan.at_boundary() {
             // Session state is gone, or part of a message was already
@@ -429,7 +442,7 @@ impl Session {
                 let _ = self.client.write_all(&self.out).await;
             }
             let _ = self.client.shutdown().await;
-            return None;
+            return false;
         }
         // Complete messages already read are still the client's.
         self.out.clear();
@@ -455,9 +468,9 @@ impl Session {
         self.c_drop = 0;
         self.cscan = Scanner::new(CLIENT_INSPECT);
         if self.client.write_all(&self.out).await.is_err() {
-            return None;
+            return false;
         }
-        Some(None)
+        true
     }
 
     /// Answers a request that could not get a server: the error, then

@@ -14,16 +14,17 @@ use super::frame::{self, FrameError, HEADER_LEN};
 /// client's 1 GB message would be a denial of service.
 pub const INSPECT_LIMIT: usize = 1 << 20;
 
-/// Which message tags are reported whole.
+/// Which message tags are reported whole: a 256-bit set.
 #[derive(Debug, Clone, Copy)]
-pub struct TagSet([bool; 256]);
+pub struct TagSet([u64; 4]);
 
 impl TagSet {
     pub const fn new(tags: &[u8]) -> Self {
-        let mut set = [false; 256];
+        let mut set = [0u64; 4];
         let mut i = 0;
         while i < tags.len() {
-            set[tags[i] as usize] = true;
+            let t = tags[i] as usize;
+            set[t / 64] |= 1 << (t % 64);
             i += 1;
         }
         TagSet(set)
@@ -31,7 +32,8 @@ impl TagSet {
 
     #[inline]
     pub fn contains(&self, tag: u8) -> bool {
-        self.0[tag as usize]
+        let t = tag as usize;
+        self.0[t / 64] & (1 << (t % 64)) != 0
     }
 }
 
@@ -157,6 +159,14 @@ mod tests {
         let mut s = Scanner::new(INSPECT_Z);
         assert_eq!(s.next(b"Z\0\0\0\x05").unwrap(), Event::NeedMore);
         assert_eq!(s.next(b"Z\0\0\0\x05I").unwrap(), Event::Whole { tag: b'Z', len: 6 });
+    }
+
+    #[test]
+    fn tag_set_membership() {
+        let set = TagSet::new(b"ZE\xff\x00");
+        for tag in 0..=255u8 {
+            assert_eq!(set.contains(tag), matches!(tag, b'Z' | b'E' | 0xff | 0), "{tag}");
+        }
     }
 
     #[test]

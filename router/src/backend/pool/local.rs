@@ -157,6 +157,30 @@ impl Pool {
         result
     }
 
+    /// The checkout fast path, without waiting: an idle connection used
+    /// recently enough to need no liveness check, when nobody waits here or
+    /// has waited longer on another worker. None sends the caller to
+    /// [`checkout`](Self::checkout).
+    pub fn checkout_now(&self) -> Option<Server> {
+        self.refresh();
+        if !self.waiters.borrow().is_empty() || self.fairer_peer(None).is_some() {
+            return None;
+        }
+        let fresh = {
+            let idle = self.idle.borrow();
+            let check_delay = self.local.borrow().check_delay;
+            idle.last().is_some_and(|s| s.last_used.elapsed() < check_delay)
+        };
+        if !fresh {
+            return None;
+        }
+        let server = self.idle.borrow_mut().pop()?;
+        self.share.idle.fetch_sub(1, Ordering::Relaxed);
+        self.share.checkouts.fetch_add(1, Ordering::Relaxed);
+        self.share.active.fetch_add(1, Ordering::Relaxed);
+        Some(server)
+    }
+
     async fn take_idle(&self) -> Option<Server> {
         loop {
             let server = self.idle.borrow_mut().pop()?;
