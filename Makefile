@@ -7,7 +7,7 @@ BIN_DIR := build/bin
 build:
 	$(CARGO) build --release --bins
 	mkdir -p $(BIN_DIR)
-	cp target/release/pgdog-router target/release/pgdog-config-gen $(BIN_DIR)/
+	install -m 755 target/release/pgdog-router target/release/pgdog-config-gen $(BIN_DIR)/
 
 # Unit tests and integration tests against throwaway PostgreSQL clusters.
 test:

@@ -2,7 +2,7 @@
 //! reload, worker threads (one single-threaded event loop each), signals
 //! and graceful shutdown.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -166,6 +166,34 @@ pub struct Worker {
     pub shared: Arc<Shared>,
     pub index: usize,
     pools: RefCell<HashMap<PoolKey, Rc<Pool>>>,
+    /// This thread's copy of the shutdown signal: sessions check and wait
+    /// on it without touching state other threads write.
+    pub stop: Rc<StopSignal>,
+}
+
+/// Shutdown as one worker's sessions see it: a flag to check for free and a
+/// notification to wait on. The worker's listener sets it when the
+/// process-wide token is cancelled.
+#[derive(Default)]
+pub struct StopSignal {
+    stopped: Cell<bool>,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl StopSignal {
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.get()
+    }
+
+    pub fn trigger(&self) {
+        self.stopped.set(true);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves at the next `trigger`; check `is_stopped` first.
+    pub fn wait(&self) -> tokio::sync::futures::OwnedNotified {
+        self.notify.clone().notified_owned()
+    }
 }
 
 impl Worker {
@@ -257,7 +285,12 @@ pub fn run(config: Config, config_path: Option<PathBuf>, users_path: Option<Path
                 }
             };
             let local = tokio::task::LocalSet::new();
-            let worker = Rc::new(Worker { shared, index, pools: RefCell::new(HashMap::new()) });
+            let worker = Rc::new(Worker {
+                shared,
+                index,
+                pools: RefCell::new(HashMap::new()),
+                stop: Rc::new(StopSignal::default()),
+            });
             local.block_on(&rt, listener::serve(worker, socket));
         });
         match handle {

@@ -63,6 +63,7 @@ pub async fn serve(worker: Rc<Worker>, socket: std::net::TcpListener) {
         }
     }
     drop(listener);
+    worker.stop.trigger();
     while active.get() > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -256,7 +256,6 @@ async fn login(worker: &Worker, tcp: TcpStream, count: usize) -> Option<(Session
         user,
         database,
     };
-    let session =
-        Session::new(stream, buf, pool, startup_params, settings, cancel, shared.shutdown.clone().cancelled_owned());
+    let session = Session::new(stream, buf, pool, startup_params, settings, cancel, worker.stop.clone());
     Some((session, bound))
 }

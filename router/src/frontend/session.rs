@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio::sync::futures::OwnedNotified;
 
 use crate::backend::params::StartupParams;
 use crate::backend::pool::{Pool, PoolError};
@@ -27,6 +27,7 @@ use crate::protocol::backend::{self as be, ErrorFields, Severity};
 use crate::protocol::frame::{self, FrameError};
 use crate::protocol::sqlstate;
 use crate::protocol::stream::{Event, Scanner, TagSet};
+use crate::runtime::StopSignal;
 
 use super::cancel::{self, CancelHandle, ServerKey};
 
@@ -113,7 +114,9 @@ pub struct Session {
     fatal: Option<ErrorFields>,
     statement_txn: bool,
     idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    stop: Rc<StopSignal>,
+    /// Session mode waits on this inside the pump, to end at the next idle point.
+    stop_wait: Option<Pin<Box<OwnedNotified>>>,
     shutting_down: bool,
     /// The client believes it is in a failed transaction whose server was
     /// lost; the router answers until the client ends it.
@@ -136,7 +139,7 @@ impl Session {
         params: StartupParams,
         settings: SessionSettings,
         cancel: CancelHandle,
-        shutdown: WaitForCancellationFutureOwned,
+        stop: Rc<StopSignal>,
     ) -> Self {
         // Bytes already sent after the startup packet are kept; an empty
         // leftover would pin the whole startup buffer, so it is dropped.
@@ -157,7 +160,8 @@ impl Session {
             fatal: None,
             statement_txn: false,
             idle_timer: None,
-            shutdown: Box::pin(shutdown),
+            stop,
+            stop_wait: None,
             shutting_down: false,
             orphaned_txn: false,
             skip_to_sync: false,
@@ -223,7 +227,7 @@ impl Session {
                 Ok(Some(_)) if !(self.orphaned_txn || self.skip_to_sync) => return true,
                 _ => {}
             }
-            if self.shutting_down || self.shutdown_requested() {
+            if self.shutting_down || self.stop.is_stopped() {
                 let message = "terminating connection: pgdog-router is shutting down";
                 Box::pin(self.fatal_and_close(sqlstate::ADMIN_SHUTDOWN, message)).await;
                 return false;
@@ -235,7 +239,7 @@ impl Session {
                 give_buffer(std::mem::take(&mut self.cbuf));
                 let ready = tokio::select! {
                     r = self.client.tcp().readable() => r,
-                    _ = &mut self.shutdown => { self.shutting_down = true; continue; }
+                    _ = self.stop.wait() => { self.shutting_down = true; continue; }
                 };
                 if ready.is_err() {
                     return false;
@@ -247,19 +251,13 @@ impl Session {
             }
             let read = tokio::select! {
                 r = tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.cbuf) => r,
-                _ = &mut self.shutdown => { self.shutting_down = true; continue; }
+                _ = self.stop.wait() => { self.shutting_down = true; continue; }
             };
             match read {
                 Ok(0) | Err(_) => return false,
                 Ok(_) => {}
             }
         }
-    }
-
-    fn shutdown_requested(&mut self) -> bool {
-        let waker = futures_noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        self.shutdown.as_mut().poll(&mut cx).is_ready()
     }
 
     /// Checks out a server and prepares it for this client. On failure the
@@ -714,10 +712,7 @@ impl Session {
                     return Poll::Ready(Outcome::IdleInTransactionTimeout);
                 }
             }
-            if !self.shutting_down
-                && self.settings.mode == PoolMode::Session
-                && self.shutdown.as_mut().poll(cx).is_ready()
-            {
+            if !self.shutting_down && self.settings.mode == PoolMode::Session && self.poll_stop(cx) {
                 self.shutting_down = true;
                 if self.pending == 0
                     && !self.unsynced
@@ -730,6 +725,17 @@ impl Session {
             }
             return Poll::Pending;
         }
+    }
+
+    /// Session mode: whether the router is shutting down (registering for
+    /// the wake-up when it is not yet).
+    fn poll_stop(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.stop.is_stopped() {
+            return true;
+        }
+        let stop = &self.stop;
+        let wait = self.stop_wait.get_or_insert_with(|| Box::pin(stop.wait()));
+        wait.as_mut().poll(cx).is_ready()
     }
 
     fn server_gone(&mut self, error: Option<String>) -> Outcome {
@@ -747,12 +753,6 @@ fn poll_read_into<S: AsyncRead + Unpin>(
         buf.reserve(READ_CHUNK);
     }
     tokio_util::io::poll_read_buf(Pin::new(stream), cx, buf)
-}
-
-/// A waker that does nothing, to ask a future "are you done?" without
-/// registering interest.
-fn futures_noop_waker() -> std::task::Waker {
-    std::task::Waker::noop().clone()
 }
 
 /// Whether a simple query ends a transaction (ROLLBACK, ABORT, COMMIT, END):
