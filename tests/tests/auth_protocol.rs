@@ -21,30 +21,16 @@ use pgdog_tests::{
 };
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
-/// Users for most tests, all for database `pgdog`. Client names say what
-/// they exercise; server roles are the ones the harness cluster creates.
-const USERS: &str = r#"
-[[users]]
-name = "pgdog"
-password = "pgdog"
-database = "pgdog"
-auth = "scram"
+/// Users for most tests, all for database `pgdog`: the harness's default
+/// users plus [`EXTRA_USERS`]. Client names say what they exercise; server
+/// roles are the ones the harness cluster creates.
+fn users() -> String {
+    default_users() + EXTRA_USERS
+}
 
-[[users]]
-name = "md5client"
-password = "md5pass"
-database = "pgdog"
-auth = "md5"
-server_user = "md5user"
-server_password = "md5pass"
-
-[[users]]
-name = "trustclient"
-database = "pgdog"
-auth = "trust"
-server_user = "pgdog"
-server_password = "pgdog"
-
+/// Users beyond the harness's `default_users()` (pgdog, md5client,
+/// trustclient).
+const EXTRA_USERS: &str = r#"
 # Server side uses md5 (pg_hba) for md5user.
 [[users]]
 name = "c_md5srv"
@@ -93,9 +79,9 @@ fn config(extra_general: &str) -> String {
     router_config(shared_cluster(), extra_general, "", free_port(), free_port(), free_port())
 }
 
-/// A router with [`USERS`] and `extra_general` lines in `[general]`.
+/// A router with [`users()`] and `extra_general` lines in `[general]`.
 fn start(extra_general: &str) -> RouterProcess {
-    RouterProcess::start(&config(extra_general), USERS)
+    RouterProcess::start(&config(extra_general), &users())
 }
 
 /// Last part of the router log, for assertion messages.
@@ -491,7 +477,7 @@ async fn tls_ca_is_not_bypassed_by_plaintext_clients() {
     let ca = TestCa::new(dir.path());
     let (cert, key) = ca.server_cert(dir.path(), "router");
     let general = format!("{}tls_ca = {:?}", tls_lines(&cert, &key), ca.cert_path.display().to_string());
-    let mut router = RouterProcess::spawn(&config(&general), USERS);
+    let mut router = RouterProcess::spawn(&config(&general), &users());
     if let Err(e) = router.wait_ready(DEADLINE) {
         // Refused at start-up: fine, if it says why.
         assert!(e.contains("tls_ca") || e.contains("tls_mode"), "router did not start, for no stated reason: {e}");
@@ -560,7 +546,7 @@ async fn cancel_does_not_reach_the_next_client_of_a_server() {
         free_port(),
     )
     .replacen("workers = 2", "workers = 1", 1);
-    let router = RouterProcess::start(&config, USERS);
+    let router = RouterProcess::start(&config, &users());
     let first = router.connect("pgdog", "pgdog", "pgdog").await;
     let backend: i32 = scalar(&first, "SELECT pg_backend_pid()").await.unwrap().parse().unwrap();
     let stale = first.cancel_token();

@@ -446,6 +446,16 @@ async fn maintain(pool: Weak<Pool>) {
             continue;
         }
 
+        // The host is full and another pool waits for room: give up an idle
+        // connection nobody here needs.
+        if pool.live_waiters() == 0 && shared.host.recently_starved() {
+            let spare = pool.idle.borrow_mut().pop();
+            if let Some(server) = spare {
+                pool.share.idle.fetch_sub(1, Ordering::Relaxed);
+                pool.discard(server);
+            }
+        }
+
         // Idle here while another worker's clients wait: send them over.
         while pool.live_waiters() == 0 && pool.fairer_peer(None).is_some() {
             let Some(server) = pool.idle.borrow_mut().pop() else { break };

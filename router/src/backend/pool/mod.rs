@@ -65,6 +65,19 @@ pub enum PoolError {
 pub struct HostLimit {
     pub max: AtomicUsize,
     pub open: AtomicUsize,
+    /// When (µs, process clock) a pool last could not open a connection
+    /// because the host was full; 0 never. Pools with idle connections and
+    /// no waiting clients then close one, so one user's idle pool cannot
+    /// starve another's.
+    starved_at: AtomicU64,
+}
+
+impl HostLimit {
+    /// Whether a pool was refused host capacity within the last second.
+    pub(crate) fn recently_starved(&self) -> bool {
+        let at = self.starved_at.load(Ordering::Relaxed);
+        at != 0 && now_us().saturating_sub(at) < 1_000_000
+    }
 }
 
 /// How server connections are opened; fixed per pool until a reload.
@@ -286,6 +299,7 @@ impl PoolShared {
                 .is_err()
         {
             self.open.fetch_sub(1, Ordering::AcqRel);
+            self.host.starved_at.store(now_us(), Ordering::Relaxed);
             return false;
         }
         if host_max == 0 {
