@@ -315,6 +315,18 @@ impl Server {
         Ok(())
     }
 
+    /// Whether an idle connection can be handed to a client as it is: used
+    /// within `check_delay`, and nothing arrived from the server since (no
+    /// bytes buffered, the socket not readable). Costs no system call: the
+    /// event loop already knows whether the socket turned readable.
+    pub fn ready_without_check(&self, check_delay: std::time::Duration) -> bool {
+        if self.last_used.elapsed() >= check_delay || !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        self.stream.tcp().poll_read_ready(&mut cx).is_pending()
+    }
+
     /// Best-effort Terminate before dropping, so the server logs a clean exit.
     pub fn terminate(&mut self) {
         if let Stream::Plain(tcp) = &self.stream {

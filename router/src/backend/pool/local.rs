@@ -169,7 +169,7 @@ impl Pool {
         let fresh = {
             let idle = self.idle.borrow();
             let check_delay = self.local.borrow().check_delay;
-            idle.last().is_some_and(|s| s.last_used.elapsed() < check_delay)
+            idle.last().is_some_and(|s| s.ready_without_check(check_delay))
         };
         if !fresh {
             return None;
@@ -185,10 +185,12 @@ impl Pool {
         loop {
             let server = self.idle.borrow_mut().pop()?;
             self.share.idle.fetch_sub(1, Ordering::Relaxed);
-            if server.last_used.elapsed() < self.local.borrow().check_delay {
+            if server.ready_without_check(self.local.borrow().check_delay) {
                 return Some(server);
             }
-            // Long idle: make sure the server is still there before a client depends on it.
+            // Long idle, or the server spoke while idle (a FATAL before it
+            // closed, a notice): make sure it is still there, and consume
+            // what it sent, before a client depends on it.
             let mut server = server;
             if server.execute("").await.is_ok() && !server.broken {
                 return Some(server);
