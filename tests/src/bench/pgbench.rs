@@ -217,12 +217,14 @@ fn pgbench(port: u16, args: &[String], work_dir: &Path, limit: Duration) -> Resu
     })
 }
 
-/// Read the summary pgbench prints at the end of a run. `tps` and the
-/// transaction count are required; the rest default to zero.
+/// Read the summary pgbench prints at the end of a run: the counts through
+/// the harness's own reader, plus throughput and latency. `tps` and the
+/// transaction count are required; latency defaults to zero.
 fn parse_summary(stdout: &str) -> Option<RunResult> {
-    let mut result = RunResult::default();
+    let counts = crate::pgbench::pgbench_summary(stdout)?;
+    let mut result =
+        RunResult { transactions: counts.processed, failed: counts.failed.unwrap_or(0), ..RunResult::default() };
     let mut have_tps = false;
-    let mut have_tx = false;
     for line in stdout.lines() {
         let line = line.trim();
         if let Some(rest) = line.strip_prefix("tps = ") {
@@ -230,17 +232,11 @@ fn parse_summary(stdout: &str) -> Option<RunResult> {
                 result.tps = first_number(rest)?;
                 have_tps = true;
             }
-        } else if let Some(rest) = line.strip_prefix("number of transactions actually processed:") {
-            // "12345" or, with -t, "12345/20000".
-            result.transactions = first_number(rest)? as u64;
-            have_tx = true;
-        } else if let Some(rest) = line.strip_prefix("number of failed transactions:") {
-            result.failed = first_number(rest)? as u64;
         } else if let Some(rest) = line.strip_prefix("latency average =") {
             result.latency_ms = first_number(rest)?;
         }
     }
-    (have_tps && have_tx).then_some(result)
+    have_tps.then_some(result)
 }
 
 /// The leading number of `s` (after whitespace), up to the first character
