@@ -40,21 +40,21 @@ pub async fn handle_client(worker: Rc<Worker>, tcp: TcpStream, peer: SocketAddr)
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("client", id, %peer, user = tracing::field::Empty, database = tracing::field::Empty);
-    async move {
-        let shared = worker.shared.clone();
-        let _slot = ClientSlot(&shared.clients);
-        let count = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
-        // Login runs in its own allocation, freed once the session starts:
-        // its state (TLS handshake, SCRAM exchange) is large, and a session
-        // future sized for it would cost every idle client that much memory.
-        let Some((mut session, bound)) = Box::pin(login(&worker, tcp, count)).await else { return };
-        // `run` borrows the session: an async fn taking it by value would
-        // store it twice in its state (rust-lang/rust#62958).
-        let run = session.run(bound.map(Box::new));
-        run.await;
-    }
-    .instrument(span)
-    .await
+    let shared = worker.shared.clone();
+    let _slot = ClientSlot(&shared.clients);
+    let count = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
+    // Login runs in its own allocation, freed once the session starts: its
+    // state (TLS handshake, SCRAM exchange) is large, and a session future
+    // sized for it would cost every idle client that much memory.
+    let login = Box::pin(login(&worker, tcp, count).instrument(span.clone()));
+    let Some((mut session, bound)) = login.await else { return };
+    // The session logs with the span as explicit parent rather than entering
+    // it on every poll: enter/exit on each wake-up is measurable per
+    // transaction.
+    session.set_span(span);
+    // `run` borrows the session: an async fn taking it by value would store
+    // it twice in its state (rust-lang/rust#62958).
+    session.run(bound.map(Box::new)).await;
 }
 
 /// Negotiation, authentication, pool choice and greeting. Returns the

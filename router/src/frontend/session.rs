@@ -128,6 +128,8 @@ pub struct Session {
     settings: SessionSettings,
     cancel: CancelHandle,
     out: BytesMut,
+    /// The client's span: session events name it as their parent.
+    span: tracing::Span,
 }
 
 impl Session {
@@ -170,7 +172,12 @@ impl Session {
             settings,
             cancel,
             out: BytesMut::new(),
+            span: tracing::Span::none(),
         }
+    }
+
+    pub fn set_span(&mut self, span: tracing::Span) {
+        self.span = span;
     }
 
     /// Runs the session to its end. `bound` is the server already bound in
@@ -343,7 +350,7 @@ impl Session {
             Outcome::ServerProtocol(e) => {
                 server.broken = true;
                 self.pool.checkin(server);
-                tracing::error!(error = %e, "server sent an invalid message");
+                tracing::error!(parent: &self.span, error = %e, "server sent an invalid message");
                 self.fatal_and_close(sqlstate::PROTOCOL_VIOLATION, &format!("invalid message from server: {e}")).await;
                 false
             }
@@ -418,7 +425,7 @@ impl Session {
             (None, Some(e)) => e.clone(),
             (None, None) => "server closed the connection unexpectedly".into(),
         };
-        tracing::warn!(detail = %detail, "server connection lost mid-request");
+        tracing::warn!(parent: &self.span, detail = %detail, "server connection lost mid-request");
         if self.settings.mode == PoolMode::Session && fatal.is_some() {
             // The server's own FATAL already reached the client, as it
             // would have without a pooler in between.
