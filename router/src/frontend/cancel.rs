@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
@@ -21,21 +21,43 @@ pub struct ServerKey {
     pub secret: i32,
 }
 
-/// One client's slot: updated on every checkout and release.
+/// One client's slot: updated on every checkout and release, read only when
+/// a cancel request arrives. The backend key is one atomic word, so the
+/// per-transaction updates are two plain stores; the server address, which
+/// rarely changes for a client, sits behind a lock taken only when it does.
 #[derive(Debug, Default)]
 pub struct CancelSlot {
-    target: Mutex<Option<ServerKey>>,
+    /// pid << 32 | secret of the serving backend; 0 while none serves.
+    backend: AtomicU64,
+    addr: Mutex<Option<SocketAddr>>,
 }
 
 impl CancelSlot {
-    pub fn set(&self, key: Option<ServerKey>) {
-        if let Ok(mut t) = self.target.lock() {
-            *t = key;
+    /// Points cancels at a backend. `addr` changes rarely; callers pass it
+    /// every time and the lock is only taken when it differs.
+    pub fn set(&self, key: ServerKey, addr_changed: bool) {
+        if addr_changed {
+            if let Ok(mut a) = self.addr.lock() {
+                *a = Some(key.addr);
+            }
         }
+        let packed = (u64::from(key.pid as u32) << 32) | u64::from(key.secret as u32);
+        // A real backend never has pid 0, so 0 can mean "none".
+        self.backend.store(packed, Ordering::Release);
+    }
+
+    /// No backend serves the client: cancels go nowhere.
+    pub fn clear(&self) {
+        self.backend.store(0, Ordering::Release);
     }
 
     pub fn get(&self) -> Option<ServerKey> {
-        self.target.lock().ok().and_then(|t| *t)
+        let packed = self.backend.load(Ordering::Acquire);
+        if packed == 0 {
+            return None;
+        }
+        let addr = (*self.addr.lock().ok()?)?;
+        Some(ServerKey { addr, pid: (packed >> 32) as u32 as i32, secret: packed as u32 as i32 })
     }
 }
 
@@ -120,10 +142,15 @@ mod tests {
         let b = reg.register(None);
         assert_ne!((a.pid, a.secret), (b.pid, b.secret));
         let key = ServerKey { addr: "127.0.0.1:5432".parse().unwrap(), pid: 42, secret: 7 };
-        a.slot.set(Some(key));
+        a.slot.set(key, true);
         assert_eq!(reg.lookup(a.pid, a.secret), Some(key));
         assert_eq!(reg.lookup(a.pid, a.secret.wrapping_add(1)), None);
         assert_eq!(reg.lookup(b.pid, b.secret), None);
+        a.slot.clear();
+        assert_eq!(reg.lookup(a.pid, a.secret), None);
+        let negative = ServerKey { addr: key.addr, pid: -5, secret: i32::MIN };
+        a.slot.set(negative, false);
+        assert_eq!(reg.lookup(a.pid, a.secret), Some(negative));
         drop(a);
         assert_eq!(reg.len(), 1);
     }

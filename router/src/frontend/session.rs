@@ -130,6 +130,8 @@ pub struct Session {
     out: BytesMut,
     /// The client's span: session events name it as their parent.
     span: tracing::Span,
+    /// The server address last published in the cancel slot.
+    cancel_addr: Option<std::net::SocketAddr>,
 }
 
 impl Session {
@@ -173,6 +175,7 @@ impl Session {
             cancel,
             out: BytesMut::new(),
             span: tracing::Span::none(),
+            cancel_addr: None,
         }
     }
 
@@ -302,12 +305,16 @@ impl Session {
     /// Serves requests on a bound server until it can be released (session
     /// mode: until the session ends). Returns whether the session goes on.
     async fn serve(&mut self, mut server: Server) -> bool {
-        self.cancel.slot.set(server.peer().map(|addr| ServerKey { addr, pid: server.pid, secret: server.secret }));
+        if let Some(addr) = server.peer() {
+            let changed = self.cancel_addr != Some(addr);
+            self.cancel_addr = Some(addr);
+            self.cancel.slot.set(ServerKey { addr, pid: server.pid, secret: server.secret }, changed);
+        }
         self.sscan = Scanner::new(SERVER_INSPECT);
         self.release = false;
         let outcome = std::future::poll_fn(|cx| self.poll_pump(&mut server, cx)).await;
         if matches!(outcome, Outcome::Released) && self.settings.mode != PoolMode::Session {
-            self.cancel.slot.set(None);
+            self.cancel.slot.clear();
             self.pool.checkin(server);
             return true;
         }
@@ -316,7 +323,7 @@ impl Session {
 
     /// Everything but a plain release: faults, shutdown, refusals.
     async fn conclude(&mut self, outcome: Outcome, mut server: Server) -> bool {
-        self.cancel.slot.set(None);
+        self.cancel.slot.clear();
         match outcome {
             Outcome::Released => {
                 if self.settings.mode == PoolMode::Session {
@@ -780,7 +787,7 @@ fn parse_query(body: &[u8]) -> &[u8] {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.cancel.slot.set(None);
+        self.cancel.slot.clear();
         give_buffer(std::mem::take(&mut self.cbuf));
     }
 }

@@ -98,7 +98,7 @@ impl Pool {
     /// A server connection for one client, from the idle list or newly
     /// opened, waiting up to `checkout_timeout_ms` when the pool is full.
     pub async fn checkout(self: &Rc<Self>) -> Result<Server, PoolError> {
-        self.share.checkouts.fetch_add(1, Ordering::Relaxed);
+        add(&self.share.checkouts, 1);
         self.refresh();
         // Clients already waiting here go first.
         if self.waiters.borrow().is_empty() {
@@ -106,12 +106,12 @@ impl Pool {
             if let Some(peer) = self.fairer_peer(None) {
                 let spare = self.idle.borrow_mut().pop();
                 if let Some(server) = spare {
-                    self.share.idle.fetch_sub(1, Ordering::Relaxed);
+                    sub(&self.share.idle, 1);
                     self.donate(server, &peer);
                 }
             }
             if let Some(server) = self.take_idle().await {
-                self.share.active.fetch_add(1, Ordering::Relaxed);
+                add(&self.share.active, 1);
                 return Ok(server);
             }
         }
@@ -124,7 +124,7 @@ impl Pool {
         self.waiters.borrow_mut().push_back(Waiter { since: now_us(), reply });
         self.publish_oldest_wait();
         self.shared.waiting.fetch_add(1, Ordering::Relaxed);
-        self.share.waiting.fetch_add(1, Ordering::Relaxed);
+        add(&self.share.waiting, 1);
         let _waiting = WaitingGuard(self);
         // An idle connection may be here after all (kept for a fairer peer
         // that has since been served).
@@ -150,9 +150,9 @@ impl Pool {
             }
         };
         self.publish_oldest_wait();
-        self.share.wait_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        add(&self.share.wait_us, started.elapsed().as_micros() as u64);
         if result.is_ok() {
-            self.share.active.fetch_add(1, Ordering::Relaxed);
+            add(&self.share.active, 1);
         }
         result
     }
@@ -175,16 +175,16 @@ impl Pool {
             return None;
         }
         let server = self.idle.borrow_mut().pop()?;
-        self.share.idle.fetch_sub(1, Ordering::Relaxed);
-        self.share.checkouts.fetch_add(1, Ordering::Relaxed);
-        self.share.active.fetch_add(1, Ordering::Relaxed);
+        sub(&self.share.idle, 1);
+        add(&self.share.checkouts, 1);
+        add(&self.share.active, 1);
         Some(server)
     }
 
     async fn take_idle(&self) -> Option<Server> {
         loop {
             let server = self.idle.borrow_mut().pop()?;
-            self.share.idle.fetch_sub(1, Ordering::Relaxed);
+            sub(&self.share.idle, 1);
             if server.ready_without_check(self.local.borrow().check_delay) {
                 return Some(server);
             }
@@ -329,7 +329,7 @@ impl Pool {
         }
         self.publish_oldest_wait();
         server.last_used = Instant::now();
-        self.share.idle.fetch_add(1, Ordering::Relaxed);
+        add(&self.share.idle, 1);
         self.idle.borrow_mut().push(server);
     }
 
@@ -337,7 +337,7 @@ impl Pool {
     fn serve_waiters(&self) {
         while self.live_waiters() > 0 {
             let Some(server) = self.idle.borrow_mut().pop() else { return };
-            self.share.idle.fetch_sub(1, Ordering::Relaxed);
+            sub(&self.share.idle, 1);
             self.hand_over_here(server);
         }
     }
@@ -375,7 +375,7 @@ impl Pool {
     /// already made it clean (idle transaction status, session state reset)
     /// or marked it broken.
     pub fn checkin(&self, server: Server) {
-        self.share.active.fetch_sub(1, Ordering::Relaxed);
+        sub(&self.share.active, 1);
         self.refresh();
         let expired = self.local.borrow().lifetime.is_some_and(|l| server.created.elapsed() >= l);
         if server.broken || server.status != b'I' || expired || self.shared.is_retired() {
@@ -416,13 +416,48 @@ impl Drop for Pool {
     }
 }
 
+/// Counters in a worker's share have one writer, this thread: a load and a
+/// store (plain moves) instead of a locked read-modify-write per update.
+#[inline]
+fn add<T: Counter>(counter: &T, n: u64) {
+    counter.set(counter.get().wrapping_add(n));
+}
+
+#[inline]
+fn sub<T: Counter>(counter: &T, n: u64) {
+    counter.set(counter.get().wrapping_sub(n));
+}
+
+trait Counter {
+    fn get(&self) -> u64;
+    fn set(&self, v: u64);
+}
+
+impl Counter for std::sync::atomic::AtomicUsize {
+    fn get(&self) -> u64 {
+        self.load(Ordering::Relaxed) as u64
+    }
+    fn set(&self, v: u64) {
+        self.store(v as usize, Ordering::Relaxed)
+    }
+}
+
+impl Counter for std::sync::atomic::AtomicU64 {
+    fn get(&self) -> u64 {
+        self.load(Ordering::Relaxed)
+    }
+    fn set(&self, v: u64) {
+        self.store(v, Ordering::Relaxed)
+    }
+}
+
 /// Decrements the waiting counters however `checkout` ends.
 struct WaitingGuard<'a>(&'a Pool);
 
 impl Drop for WaitingGuard<'_> {
     fn drop(&mut self) {
         self.0.shared.waiting.fetch_sub(1, Ordering::Relaxed);
-        self.0.share.waiting.fetch_sub(1, Ordering::Relaxed);
+        sub(&self.0.share.waiting, 1);
     }
 }
 
@@ -442,7 +477,7 @@ async fn maintain(pool: Weak<Pool>) {
         if shared.is_retired() {
             let drained: Vec<Server> = pool.idle.borrow_mut().drain(..).collect();
             for server in drained {
-                pool.share.idle.fetch_sub(1, Ordering::Relaxed);
+                sub(&pool.share.idle, 1);
                 pool.discard(server);
             }
             continue;
@@ -453,7 +488,7 @@ async fn maintain(pool: Weak<Pool>) {
         if pool.live_waiters() == 0 && shared.host.recently_starved() {
             let spare = pool.idle.borrow_mut().pop();
             if let Some(server) = spare {
-                pool.share.idle.fetch_sub(1, Ordering::Relaxed);
+                sub(&pool.share.idle, 1);
                 pool.discard(server);
             }
         }
@@ -461,7 +496,7 @@ async fn maintain(pool: Weak<Pool>) {
         // Idle here while another worker's clients wait: send them over.
         while pool.live_waiters() == 0 && pool.fairer_peer(None).is_some() {
             let Some(server) = pool.idle.borrow_mut().pop() else { break };
-            pool.share.idle.fetch_sub(1, Ordering::Relaxed);
+            sub(&pool.share.idle, 1);
             pool.hand_over(server);
         }
 
@@ -511,7 +546,7 @@ fn expire_idle(pool: &Pool) {
         }
     }
     for server in expired {
-        pool.share.idle.fetch_sub(1, Ordering::Relaxed);
+        sub(&pool.share.idle, 1);
         pool.discard(server);
     }
 }
