@@ -47,7 +47,7 @@ impl Snapshot {
         let mut hosts: HashMap<(String, u16), Arc<HostLimit>> = HashMap::new();
         if let Some(prev) = previous {
             for pool in prev.pools.values() {
-                hosts.entry((pool.key.host.clone(), pool.key.port)).or_insert_with(|| pool_host(pool));
+                hosts.entry((pool.key.host.clone(), pool.key.port)).or_insert_with(|| pool.host_limit());
             }
         }
         let mut credentials = HashMap::new();
@@ -106,10 +106,6 @@ impl Snapshot {
         }
         Ok(Snapshot { config, credentials, pools, tls })
     }
-}
-
-fn pool_host(pool: &PoolShared) -> Arc<HostLimit> {
-    pool.host_limit()
 }
 
 fn connect_options(general: &General) -> Result<ConnectOptions, String> {
