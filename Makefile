@@ -2,12 +2,19 @@
 CARGO ?= cargo
 BIN_DIR := build/bin
 
-.PHONY: build test lint format run bench clean
+.PHONY: build test lint format run bench clean config-gen
 
 build:
 	$(CARGO) build --release --bins
 	mkdir -p $(BIN_DIR)
 	install -m 755 target/release/pgdog-router target/release/pgdog-config-gen $(BIN_DIR)/
+
+# Renders the default templates (cluster default, namespace orochi-cloud,
+# 32 shards) into config/pgdog.toml and config/users.toml; pass variables as
+# ARGS, e.g. ARGS="-cluster-name my-cluster -namespace production".
+config-gen: build
+	$(BIN_DIR)/pgdog-config-gen -template config/pgdog.toml.tmpl -output config/pgdog.toml $(ARGS)
+	$(BIN_DIR)/pgdog-config-gen -template config/users.toml.tmpl -output config/users.toml $(ARGS)
 
 # Unit tests and integration tests against throwaway PostgreSQL clusters.
 test:

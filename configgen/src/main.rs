@@ -1,23 +1,25 @@
 //! `pgdog-config-gen`: renders Go-style templates into validated router
-//! configuration. The renderer lands with its own issue; today the binary
-//! only validates existing files with the router's own config loader.
+//! configuration, or (`--check`) validates existing files with the router's
+//! own config loader. See README.md.
+
+mod cli;
+mod generate;
+mod render;
+mod vars;
+mod write;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [flag, config, rest @ ..] if flag == "--check" || flag == "-check" => {
-            let users = rest.first().map(String::as_str);
-            match pgdog_router::config::load_files(std::path::Path::new(config), users.map(std::path::Path::new)) {
-                Ok(_) => println!("{config}: ok"),
-                Err(err) => {
-                    eprintln!("{err}");
-                    std::process::exit(1);
-                }
-            }
-        }
-        _ => {
-            eprintln!("usage: pgdog-config-gen --check CONFIG [USERS]\n(template rendering is not built yet)");
-            std::process::exit(2);
-        }
+    let cli = match cli::parse(args) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    let result = match &cli.check {
+        Some(files) => generate::check(files).map(|ok| println!("{ok}")),
+        None => generate::generate(&cli, &|name| std::env::var(name).ok()),
+    };
+    if let Err(err) = result {
+        eprintln!("pgdog-config-gen: {err}");
+        std::process::exit(1);
     }
 }

@@ -1,0 +1,213 @@
+//! Runs the built `pgdog-config-gen` the way CI and init containers do.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The binary, run from the workspace root with an empty environment (plus `env`).
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgdog-config-gen"));
+    cmd.current_dir(root()).env_clear().args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
+    stdout(&out)
+}
+
+fn golden(name: &str) -> String {
+    std::fs::read_to_string(root().join("configgen/tests/golden").join(name)).unwrap()
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn product_invocation_renders_and_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("pgdog.toml");
+    let out = run(
+        &[
+            "-template",
+            "config/pgdog.toml.tmpl",
+            "-output",
+            s(&output),
+            "-cluster-name",
+            "my-cluster",
+            "-namespace",
+            "production",
+            "-shard-count",
+            "64",
+        ],
+        &[],
+    );
+    assert_eq!(ok(out), "");
+    let text = std::fs::read_to_string(&output).unwrap();
+    assert!(text.contains("host = \"my-cluster-rw.production.svc.cluster.local\""), "{text}");
+    assert!(text.contains("host = \"my-cluster-ro.production.svc.cluster.local\""), "{text}");
+    assert!(text.contains("default_shard_count = 64"), "{text}");
+    assert!(ok(run(&["--check", s(&output)], &[])).contains(": ok"));
+    // Only the output file is left behind (no temporary file).
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn golden_defaults_and_custom_values() {
+    assert_eq!(ok(run(&["-template", "config/pgdog.toml.tmpl"], &[])), golden("pgdog.default.toml"));
+    assert_eq!(ok(run(&["-template", "config/users.toml.tmpl", "-output", "-"], &[])), golden("users.default.toml"));
+    let values = "configgen/tests/golden/custom.values.toml";
+    let custom = ok(run(
+        &["-template", "config/pgdog.toml.tmpl", "-values", values, "-replica-host", "orders-replica.example.internal"],
+        &[],
+    ));
+    assert_eq!(custom, golden("pgdog.custom.toml"));
+    assert_eq!(ok(run(&["-template", "config/users.toml.tmpl", "-values", values], &[])), golden("users.custom.toml"));
+}
+
+#[test]
+fn rendered_pair_loads_in_the_router() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pgdog.toml");
+    let users = dir.path().join("users.toml");
+    ok(run(&["-template", "config/pgdog.toml.tmpl", "-output", s(&config), "-tls-enabled"], &[]));
+    ok(run(&["-template", "config/users.toml.tmpl", "-output", s(&users), "-config", s(&config)], &[]));
+    let out = run(&["--check", s(&config), s(&users)], &[("PGDOG_APP_PASSWORD", "secret")]);
+    assert!(ok(out).contains(": ok"));
+}
+
+#[test]
+fn every_product_flag_and_go_and_gnu_forms() {
+    let out = ok(run(
+        &[
+            "-template=config/pgdog.toml.tmpl",
+            "--cluster-name",
+            "c1",
+            "-namespace=n1",
+            "-database-name",
+            "db1",
+            "-shard-count",
+            "7",
+            "-pool-mode",
+            "statement",
+            "-max-pool-size",
+            "9",
+            "-tls-enabled=true",
+        ],
+        &[],
+    ));
+    for expect in [
+        "host = \"c1-rw.n1.svc.cluster.local\"",
+        "name = \"db1\"",
+        "default_shard_count = 7",
+        "pool_mode = \"statement\"",
+        "max_pool_size = 9",
+        "tls_mode = \"require\"",
+    ] {
+        assert!(out.contains(expect), "{expect} in {out}");
+    }
+}
+
+#[test]
+fn precedence_flag_env_values_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.json");
+    std::fs::write(&values, r#"{"ClusterName": "file", "Namespace": "file-ns", "ShardCount": 3, "MaxPoolSize": 11}"#)
+        .unwrap();
+    let env = [("CLUSTER_NAME", "env"), ("NAMESPACE", "env-ns"), ("SHARD_COUNT", "5")];
+    let out = ok(run(&["-template", "config/pgdog.toml.tmpl", "-values", s(&values), "-cluster-name", "flag"], &env));
+    assert!(out.contains("host = \"flag-rw.env-ns.svc.cluster.local\""), "{out}");
+    assert!(out.contains("default_shard_count = 5"), "{out}");
+    assert!(out.contains("max_pool_size = 11"), "{out}");
+    assert!(out.contains("min_pool_size = 0"), "{out}");
+}
+
+#[test]
+fn bad_value_fails_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("pgdog.toml");
+    let out = run(&["-template", "config/pgdog.toml.tmpl", "-output", s(&output), "-shard-count", "0"], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("ShardCount") && err.contains("1..=1024"), "{err}");
+    assert!(!output.exists());
+
+    let out = run(&["-template", "config/pgdog.toml.tmpl", "-output", s(&output)], &[("POOL_MODE", "bogus")]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("PoolMode") && err.contains("transaction, session, statement"), "{err}");
+    assert!(!output.exists());
+}
+
+#[test]
+fn unknown_variable_names_template_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("broken.toml.tmpl");
+    std::fs::write(&template, "[general]\nport = {{.Port}}\nlog_level = \"{{.Nope}}\"\n").unwrap();
+    let output = dir.path().join("out.toml");
+    let out = run(&["-template", s(&template), "-output", s(&output)], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&format!("template {}:3: unknown variable .Nope", template.display())), "{err}");
+    assert!(!output.exists());
+}
+
+#[test]
+fn syntax_error_names_template_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("broken.toml.tmpl");
+    std::fs::write(&template, "[general]\n{{if .TLSEnabled}}\ntls_mode = \"require\"\n").unwrap();
+    let out = run(&["-template", s(&template)], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&format!("template {}:2:", template.display())), "{err}");
+    assert_eq!(stdout(&out), "");
+}
+
+#[test]
+fn config_the_router_rejects_is_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("pgdog.toml");
+    std::fs::write(&output, "previous").unwrap();
+    let out = run(&["-template", "config/pgdog.toml.tmpl", "-output", s(&output), "-admin-port", "5432"], &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("admin_port"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "previous");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    // A users file naming a database the router config does not have.
+    let out = run(&["-template", "config/users.toml.tmpl", "-config", "configgen/tests/golden/pgdog.custom.toml"], &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("users"), "{}", stderr(&out));
+}
+
+#[test]
+fn output_dash_is_stdout() {
+    let out = ok(run(&["-template", "config/pgdog.toml.tmpl", "-output", "-"], &[]));
+    assert!(out.contains("[pools.default]"), "{out}");
+}
+
+#[test]
+fn help_lists_variables_defaults_and_env() {
+    let out = ok(run(&["--help"], &[]));
+    for expect in ["--cluster-name", "CLUSTER_NAME", "[default: orochi-cloud]", "1..=1024", "TLS_ENABLED"] {
+        assert!(out.contains(expect), "{expect} in {out}");
+    }
+    let out = run(&["-help"], &[]);
+    assert!(out.status.success());
+}
