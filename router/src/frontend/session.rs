@@ -509,23 +509,22 @@ impl Session {
                 _ => return true,
             }
         } else if self.orphaned_txn {
-            let ends = |sql: &[u8]| ends_transaction(sql);
             match tag {
-                b'Q' if ends(body) => {
+                b'Q' if ends_transaction(body) => {
                     self.orphaned_txn = false;
                     be::command_complete(&mut self.out, "ROLLBACK");
                     be::ready_for_query(&mut self.out, b'I');
                 }
-                b'P' if ends(parse_query(body)) => self.out.extend_from_slice(b"1\0\0\0\x04"),
-                b'B' => self.out.extend_from_slice(b"2\0\0\0\x04"),
+                b'P' if ends_transaction(parse_query(body)) => self.out.extend_from_slice(be::PARSE_COMPLETE),
+                b'B' => self.out.extend_from_slice(be::BIND_COMPLETE),
                 b'D' => {
                     // Describe of a statement answers its parameters first.
                     if body.first() == Some(&b'S') {
-                        self.out.extend_from_slice(b"t\0\0\0\x06\0\0");
+                        self.out.extend_from_slice(be::NO_PARAMETERS);
                     }
-                    self.out.extend_from_slice(b"n\0\0\0\x04");
+                    self.out.extend_from_slice(be::NO_DATA);
                 }
-                b'C' => self.out.extend_from_slice(b"3\0\0\0\x04"),
+                b'C' => self.out.extend_from_slice(be::CLOSE_COMPLETE),
                 b'H' => {}
                 b'E' => {
                     self.orphaned_txn = false;

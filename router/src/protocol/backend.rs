@@ -66,6 +66,14 @@ pub fn authentication_sasl_final(buf: &mut BytesMut, data: &[u8]) {
     finish(buf, at);
 }
 
+/// Bodyless replies of the extended protocol, fixed bytes.
+pub const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
+pub const BIND_COMPLETE: &[u8] = b"2\0\0\0\x04";
+pub const CLOSE_COMPLETE: &[u8] = b"3\0\0\0\x04";
+pub const NO_DATA: &[u8] = b"n\0\0\0\x04";
+/// ParameterDescription of a statement without parameters.
+pub const NO_PARAMETERS: &[u8] = b"t\0\0\0\x06\0\0";
+
 pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
     let at = begin(buf, b'S');
     put_cstr(buf, name.as_bytes());

@@ -68,10 +68,8 @@ pub fn query(buf: &mut BytesMut, sql: &str) {
     finish(buf, at);
 }
 
-pub fn terminate(buf: &mut BytesMut) {
-    let at = begin(buf, b'X');
-    finish(buf, at);
-}
+/// Terminate: a fixed five bytes.
+pub const TERMINATE: &[u8] = b"X\0\0\0\x04";
 
 /// What a client's first packet asks for.
 #[derive(Debug, PartialEq, Eq)]
