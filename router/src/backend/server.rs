@@ -76,8 +76,13 @@ impl From<frame::FrameError> for ServerError {
 }
 
 /// An open, authenticated server connection.
-pub struct Server {
-    pub stream: Stream,
+pub type Server = Conn<Stream>;
+
+/// A server connection's socket and what it knows about itself. Generic
+/// over the socket so the same state can sit around a registered stream
+/// (`Server`) or a bare one travelling between workers (`Detached`).
+pub struct Conn<S> {
+    pub stream: S,
     /// Bytes read from the server and not yet consumed.
     pub buf: BytesMut,
     pub pid: i32,
@@ -330,7 +335,7 @@ impl Server {
     /// Best-effort Terminate before dropping, so the server logs a clean exit.
     pub fn terminate(&mut self) {
         if let Stream::Plain(tcp) = &self.stream {
-            let _ = tcp.try_write(b"X\0\0\0\x04");
+            let _ = tcp.try_write(fe::TERMINATE);
         }
     }
 
@@ -338,37 +343,13 @@ impl Server {
     /// worker can adopt it. TLS connections cannot move (the caller closes
     /// them instead).
     pub fn detach(self) -> Detach {
-        let Server { stream, buf, pid, secret, params, applied, created, last_used, broken, status, addr } = self;
+        let (stream, conn) = self.swap_stream(());
         match stream {
             Stream::Plain(tcp) => match tcp.into_std() {
-                Ok(socket) => Detach::Moved(Detached {
-                    socket,
-                    buf,
-                    pid,
-                    secret,
-                    params,
-                    applied,
-                    created,
-                    last_used,
-                    broken,
-                    status,
-                    addr,
-                }),
+                Ok(socket) => Detach::Moved(Detached(conn.swap_stream(socket).1)),
                 Err(_) => Detach::Lost,
             },
-            stream => Detach::Pinned(Server {
-                stream,
-                buf,
-                pid,
-                secret,
-                params,
-                applied,
-                created,
-                last_used,
-                broken,
-                status,
-                addr,
-            }),
+            stream => Detach::Pinned(conn.swap_stream(stream).1),
         }
     }
 
@@ -387,28 +368,23 @@ pub enum Detach {
     Lost,
 }
 
+impl<S> Conn<S> {
+    /// The same connection state around another socket, and the old socket.
+    fn swap_stream<T>(self, stream: T) -> (S, Conn<T>) {
+        let Conn { stream: old, buf, pid, secret, params, applied, created, last_used, broken, status, addr } = self;
+        (old, Conn { stream, buf, pid, secret, params, applied, created, last_used, broken, status, addr })
+    }
+}
+
 /// A server connection between two workers: a plain socket not registered
 /// with any event loop, plus everything the connection knows about itself.
-pub struct Detached {
-    socket: std::net::TcpStream,
-    buf: BytesMut,
-    pid: i32,
-    secret: i32,
-    params: Vec<(String, String)>,
-    applied: StartupParams,
-    created: Instant,
-    last_used: Instant,
-    broken: bool,
-    status: u8,
-    addr: Option<std::net::SocketAddr>,
-}
+pub struct Detached(Conn<std::net::TcpStream>);
 
 impl Detached {
     /// Registers the socket with the calling worker's event loop.
     pub fn attach(self) -> io::Result<Server> {
-        let Detached { socket, buf, pid, secret, params, applied, created, last_used, broken, status, addr } = self;
-        let stream = Stream::Plain(TcpStream::from_std(socket)?);
-        Ok(Server { stream, buf, pid, secret, params, applied, created, last_used, broken, status, addr })
+        let (socket, conn) = self.0.swap_stream(());
+        Ok(conn.swap_stream(Stream::Plain(TcpStream::from_std(socket)?)).1)
     }
 }
 
