@@ -332,6 +332,12 @@ impl Server {
         self.stream.tcp().poll_read_ready(&mut cx).is_pending()
     }
 
+    /// Whether the server sent anything, or closed, while the connection
+    /// was idle (as far as already read): it needs a check before use.
+    pub fn spoke_while_idle(&self) -> bool {
+        self.broken || !self.buf.is_empty()
+    }
+
     /// Best-effort Terminate before dropping, so the server logs a clean exit.
     pub fn terminate(&mut self) {
         if let Stream::Plain(tcp) = &self.stream {
@@ -381,9 +387,31 @@ impl<S> Conn<S> {
 pub struct Detached(Conn<std::net::TcpStream>);
 
 impl Detached {
-    /// Registers the socket with the calling worker's event loop.
+    /// Registers the socket with the calling worker's event loop. Bytes the
+    /// server sent while the connection was in transit (a FATAL before it
+    /// closed) are read into the buffer here, and a closed socket marks the
+    /// connection broken: the new event loop learns of them only at its next
+    /// poll, too late for a checkout in the same turn, and an idle
+    /// connection that spoke must not reach a client unchecked.
     pub fn attach(self) -> io::Result<Server> {
-        let (socket, conn) = self.0.swap_stream(());
+        use std::io::Read;
+        let (mut socket, mut conn) = self.0.swap_stream(());
+        let mut chunk = [0u8; 256];
+        loop {
+            match socket.read(&mut chunk) {
+                Ok(0) => {
+                    conn.broken = true;
+                    break;
+                }
+                Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    conn.broken = true;
+                    break;
+                }
+            }
+        }
         Ok(conn.swap_stream(Stream::Plain(TcpStream::from_std(socket)?)).1)
     }
 }

@@ -362,6 +362,10 @@ impl Pool {
         let arrived: Vec<Detached> = self.share.inbox.lock().map(|mut i| std::mem::take(&mut *i)).unwrap_or_default();
         for detached in arrived {
             match detached.attach() {
+                // A waiter takes what it is handed without a check: a
+                // connection that spoke in transit is almost always one the
+                // server closed, so it goes rather than reaching a client.
+                Ok(server) if server.spoke_while_idle() => self.discard(server),
                 Ok(server) => self.hand_over_here(server),
                 Err(e) => {
                     tracing::warn!(pool = %self.shared.key, error = %e, "adopting a server connection failed");
