@@ -4,6 +4,11 @@
 //!
 //! Today a logical database is served by its primary (shard 0). Read/write
 //! splitting and sharding add their choices here.
+//!
+//! - `command` reads what a statement does to session state (SET, RESET,
+//!   DISCARD, LISTEN, ...), which transaction mode must track.
+
+pub mod command;
 
 use crate::config::{DatabaseEntry, Role};
 
