@@ -3,4 +3,5 @@
 pub mod params;
 pub mod pool;
 pub mod server;
+pub mod statements;
 pub mod tls;

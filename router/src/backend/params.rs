@@ -46,7 +46,14 @@ impl StartupParams {
                 _ => insert(&mut pairs, name.clone(), value.clone())?,
             }
         }
+        Ok(Self::from_pairs(pairs))
+    }
+
+    /// A set from already-normalised pairs (lower-case names): the client's
+    /// startup settings with its SETs on top, or what a server has in force.
+    pub fn from_pairs(mut pairs: Vec<(String, String)>) -> Self {
         pairs.sort();
+        pairs.dedup_by(|a, b| a.0 == b.0);
         let id = if pairs.is_empty() {
             0
         } else {
@@ -54,7 +61,18 @@ impl StartupParams {
             pairs.hash(&mut h);
             h.finish() | 1
         };
-        Ok(Self { id, pairs: pairs.into() })
+        Self { id, pairs: pairs.into() }
+    }
+
+    /// These settings with `overlay`'s values replacing or adding to them.
+    pub fn merged(&self, overlay: &[(String, String)]) -> Self {
+        if overlay.is_empty() {
+            return self.clone();
+        }
+        let mut pairs: Vec<(String, String)> =
+            self.pairs.iter().filter(|(k, _)| !overlay.iter().any(|(o, _)| o == k)).cloned().collect();
+        pairs.extend(overlay.iter().cloned());
+        Self::from_pairs(pairs)
     }
 
     #[inline]
@@ -75,24 +93,45 @@ impl StartupParams {
     /// `wanted` in force: SET what differs, RESET what `wanted` lacks.
     pub fn transition_sql(&self, wanted: &StartupParams) -> String {
         let mut sql = String::new();
+        // set_config takes a value as the startup packet and the config
+        // file do: `SET search_path TO 'a, b'` would name one schema
+        // "a, b", while set_config('search_path', 'a, b', false) sets two.
+        let mut first = true;
         for (k, v) in wanted.pairs.iter() {
             if self.pairs.iter().any(|(k2, v2)| k2 == k && v2 == v) {
                 continue;
             }
-            sql.push_str("SET ");
-            sql.push_str(k);
-            sql.push_str(" TO ");
+            sql.push_str(if first { "SELECT set_config(" } else { ", set_config(" });
+            first = false;
+            push_literal(&mut sql, k);
+            sql.push_str(", ");
             push_literal(&mut sql, v);
+            sql.push_str(", false)");
+        }
+        if !first {
             sql.push(';');
         }
         for (k, _) in self.pairs.iter() {
             if !wanted.pairs.iter().any(|(k2, _)| k2 == k) {
                 sql.push_str("RESET ");
-                sql.push_str(k);
+                push_setting_name(&mut sql, k);
                 sql.push(';');
             }
         }
         sql
+    }
+}
+
+/// A setting name as SQL: each dot-separated part a quoted identifier, so
+/// any name the client used is safe (names are already lower case).
+fn push_setting_name(sql: &mut String, name: &str) {
+    for (i, part) in name.split('.').enumerate() {
+        if i > 0 {
+            sql.push('.');
+        }
+        sql.push('"');
+        sql.push_str(&part.replace('"', "\"\""));
+        sql.push('"');
     }
 }
 
@@ -111,7 +150,7 @@ fn insert(pairs: &mut Vec<(String, String)>, name: String, value: String) -> Res
 }
 
 /// A string literal that means `value` whatever `standard_conforming_strings` is.
-fn push_literal(sql: &mut String, value: &str) {
+pub fn push_literal(sql: &mut String, value: &str) {
     if value.contains('\\') {
         sql.push_str("E'");
         for c in value.chars() {
@@ -228,7 +267,12 @@ mod tests {
     fn transition_sets_and_resets() {
         let a = params(&[("application_name", "a"), ("search_path", "x")]);
         let b = params(&[("application_name", "b"), ("timezone", "UTC")]);
-        assert_eq!(a.transition_sql(&b), "SET application_name TO 'b';SET timezone TO 'UTC';RESET search_path;");
+        assert_eq!(
+            a.transition_sql(&b),
+            "SELECT set_config('application_name', 'b', false), set_config('timezone', 'UTC', false);RESET \"search_path\";"
+        );
+        let dotted = StartupParams::from_pairs(vec![("myapp.tenant".into(), "7".into())]);
+        assert_eq!(dotted.transition_sql(&StartupParams::default()), "RESET \"myapp\".\"tenant\";");
         assert_eq!(a.transition_sql(&a), "");
         assert_eq!(StartupParams::default().transition_sql(&StartupParams::default()), "");
     }
@@ -238,7 +282,7 @@ mod tests {
         let p = params(&[("application_name", "it's"), ("search_path", "a\\b")]);
         assert_eq!(
             StartupParams::default().transition_sql(&p),
-            "SET application_name TO 'it''s';SET search_path TO E'a\\\\b';"
+            "SELECT set_config('application_name', 'it''s', false), set_config('search_path', E'a\\\\b', false);"
         );
     }
 
@@ -246,6 +290,19 @@ mod tests {
     fn bad_names_are_refused() {
         let v = vec![("bad name;drop".to_string(), "x".to_string())];
         assert!(StartupParams::from_startup(&v).is_err());
+    }
+
+    #[test]
+    fn overlay_replaces_and_adds() {
+        let base = params(&[("application_name", "a"), ("timezone", "UTC")]);
+        let o =
+            vec![("timezone".to_string(), "Europe/Paris".to_string()), ("search_path".to_string(), "x".to_string())];
+        let m = base.merged(&o);
+        assert_eq!(m.get("TimeZone"), Some("Europe/Paris"));
+        assert_eq!(m.get("search_path"), Some("x"));
+        assert_eq!(m.get("application_name"), Some("a"));
+        assert_eq!(m, params(&[("application_name", "a"), ("timezone", "Europe/Paris"), ("search_path", "x")]));
+        assert_eq!(base.merged(&[]), base);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::protocol::{md5, scram, sqlstate};
 
 use super::params::StartupParams;
 use super::pool::ConnectOptions;
+use super::statements::ServerStatements;
 
 /// Where a pool's connections go and as whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +103,8 @@ pub struct Conn<S> {
     /// The server's address, for cancel requests; looked up once at connect
     /// (not a getpeername per transaction).
     pub addr: Option<std::net::SocketAddr>,
+    /// Router-named prepared statements this connection has (transaction mode).
+    pub statements: ServerStatements,
 }
 
 impl Server {
@@ -155,6 +158,7 @@ impl Server {
             broken: false,
             status: b'I',
             addr: peer,
+            statements: ServerStatements::default(),
         };
         server.authenticate(&target.user, password).await?;
         Ok(server)
@@ -262,14 +266,29 @@ impl Server {
     /// output. Returns the first error the server reported, if any; the
     /// connection stays usable after an ordinary error.
     pub async fn execute(&mut self, sql: &str) -> Result<(), ServerError> {
-        let result = self.execute_inner(sql).await;
+        self.run(sql, None).await
+    }
+
+    /// Like `execute`, returning the rows as text (None for NULL).
+    pub async fn query_rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, ServerError> {
+        let mut rows = Vec::new();
+        self.run(sql, Some(&mut rows)).await?;
+        Ok(rows)
+    }
+
+    async fn run(&mut self, sql: &str, rows: Option<&mut Vec<Vec<Option<String>>>>) -> Result<(), ServerError> {
+        let result = self.execute_inner(sql, rows).await;
         if matches!(result, Err(ServerError::Io(_) | ServerError::Protocol(_))) {
             self.broken = true;
         }
         result
     }
 
-    async fn execute_inner(&mut self, sql: &str) -> Result<(), ServerError> {
+    async fn execute_inner(
+        &mut self,
+        sql: &str,
+        mut rows: Option<&mut Vec<Vec<Option<String>>>>,
+    ) -> Result<(), ServerError> {
         let mut out = BytesMut::with_capacity(sql.len() + 8);
         fe::query(&mut out, sql);
         self.stream.write_all(&out).await?;
@@ -287,6 +306,13 @@ impl Server {
                 b'S' => {
                     if let Some((k, v)) = be::parse_parameter_status(&body) {
                         self.set_param(k, v);
+                    }
+                }
+                b'D' => {
+                    if let Some(rows) = rows.as_deref_mut() {
+                        let row = be::parse_data_row(&body)
+                            .ok_or_else(|| ServerError::Protocol("malformed DataRow".into()))?;
+                        rows.push(row);
                     }
                 }
                 // COPY started by a housekeeping query cannot be driven: refuse it.
@@ -377,8 +403,21 @@ pub enum Detach {
 impl<S> Conn<S> {
     /// The same connection state around another socket, and the old socket.
     fn swap_stream<T>(self, stream: T) -> (S, Conn<T>) {
-        let Conn { stream: old, buf, pid, secret, params, applied, created, last_used, broken, status, addr } = self;
-        (old, Conn { stream, buf, pid, secret, params, applied, created, last_used, broken, status, addr })
+        let Conn {
+            stream: old,
+            buf,
+            pid,
+            secret,
+            params,
+            applied,
+            created,
+            last_used,
+            broken,
+            status,
+            addr,
+            statements,
+        } = self;
+        (old, Conn { stream, buf, pid, secret, params, applied, created, last_used, broken, status, addr, statements })
     }
 }
 

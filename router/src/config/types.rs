@@ -109,6 +109,10 @@ pub struct PoolSettings {
     pub checkout_timeout_ms: u64,
     /// Server connections older than this are closed when returned; 0 = never.
     pub server_lifetime_ms: u64,
+    /// Transaction and statement mode: named prepared statements each server
+    /// connection keeps (least recently used closed beyond it); 0 turns the
+    /// tracking off and passes statement names through unchanged.
+    pub max_prepared_statements: usize,
 }
 
 impl Default for PoolSettings {
@@ -120,6 +124,7 @@ impl Default for PoolSettings {
             server_idle_timeout: 600_000,
             checkout_timeout_ms: 5_000,
             server_lifetime_ms: 3_600_000,
+            max_prepared_statements: 200,
         }
     }
 }

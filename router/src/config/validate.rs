@@ -110,6 +110,7 @@ fn check_log_level(level: &str) -> Result<(), String> {
 
 fn check_pool(at: &KeyPath, pool: &PoolSettings) -> Result<(), Issue> {
     in_range(at.key("max_pool_size"), pool.max_pool_size, 1, 10_000)?;
+    in_range(at.key("max_prepared_statements"), pool.max_prepared_statements, 0, 100_000)?;
     if pool.min_pool_size > pool.max_pool_size {
         return Err(Issue::router(
             at.key("min_pool_size"),

@@ -255,6 +255,7 @@ async fn login(worker: &Worker, tcp: TcpStream, count: usize) -> Option<(Session
         },
         user,
         database,
+        max_prepared_statements: pool.shared.settings().max_prepared_statements,
     };
     let session = Session::new(stream, buf, pool, startup_params, settings, cancel, worker.stop.clone());
     Some((session, bound))

@@ -24,18 +24,31 @@ use crate::backend::server::Server;
 use crate::config::PoolMode;
 use crate::net::Stream;
 use crate::protocol::backend::{self as be, ErrorFields, Severity};
-use crate::protocol::frame::{self, FrameError};
+use crate::protocol::frame::{self, FrameError, HEADER_LEN};
+use crate::protocol::frontend as fe;
 use crate::protocol::sqlstate;
-use crate::protocol::stream::{Event, Scanner, TagSet};
+use crate::protocol::stream::{Event, Scanner, TagSet, INSPECT_LIMIT};
 use crate::runtime::StopSignal;
 
 use super::cancel::{self, CancelHandle, ServerKey};
+use super::pipeline::{Expect, Local, Pipeline, Reply, Step};
+use super::prepared::{self, ClientStatements, Rewrite, Rewriter};
+use super::session_state::SessionState;
 
-/// Client messages the pump must see whole: Terminate is not forwarded.
+/// Client messages the pump must see whole in session mode: Terminate is
+/// not forwarded.
 const CLIENT_INSPECT: TagSet = TagSet::new(b"X");
+/// Transaction mode also reads query texts (SET, LISTEN, ...) ...
+const CLIENT_INSPECT_QUERIES: TagSet = TagSet::new(b"XQP");
+/// ... and rewrites statement names in Parse, Bind, Describe and Close.
+const CLIENT_INSPECT_STATEMENTS: TagSet = TagSet::new(b"XQPBDC");
 /// Server messages the pump must see whole: ReadyForQuery ends a request,
-/// a FATAL ErrorResponse announces the server is going away.
-const SERVER_INSPECT: TagSet = TagSet::new(b"ZE");
+/// a FATAL ErrorResponse announces the server is going away, and
+/// ParseComplete / CloseComplete of the router's own requests are dropped.
+const SERVER_INSPECT: TagSet = TagSet::new(b"ZE13");
+/// How much of a Bind too large to inspect whole must be buffered to read
+/// its portal and statement names.
+const BIND_HEAD_LIMIT: usize = 1024;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
 /// Idle read buffers a worker keeps for reuse: enough for the requests in
@@ -91,20 +104,49 @@ pub struct SessionSettings {
     pub idle_in_transaction_timeout: Option<Duration>,
     pub user: String,
     pub database: String,
+    /// `max_prepared_statements` of the pool; 0: names pass through.
+    pub max_prepared_statements: usize,
 }
 
 pub struct Session {
     client: Stream,
     cbuf: BytesMut,
     cscan: Scanner,
+    /// The client messages this session reads whole (by pool mode).
+    client_inspect: TagSet,
     /// Scanned client bytes at the front of `cbuf` not yet written to the server.
     c_ready: usize,
+    /// Client → server bytes the router assembled (rewritten messages and
+    /// the ones around them), written instead of `cbuf` while not empty.
+    c_out: BytesMut,
+    c_out_pos: usize,
+    /// Bytes at the front of `cbuf` that `c_out` stands for, dropped from
+    /// `cbuf` once `c_out` is written. Non-zero means assembling.
+    c_consumed: usize,
+    /// One rewritten message, before it joins `c_out`.
+    scratch: BytesMut,
     /// Bytes of a whole client message to drop once `c_ready` is written.
     c_drop: usize,
     client_done: bool,
     sscan: Scanner,
     s_ready: usize,
     s_drop: usize,
+    /// Server → client counterparts of `c_out` / `c_consumed`: replies
+    /// with the router's own dropped and its local answers added.
+    s_out: BytesMut,
+    s_out_pos: usize,
+    s_consumed: usize,
+    /// The server side goes through `s_out` until it is written.
+    s_assembling: bool,
+    /// The server message in progress is the reply to the router's request.
+    s_dropping: bool,
+    /// Transaction mode with statement tracking: names are rewritten and
+    /// replies accounted in `pipeline`.
+    track_statements: bool,
+    statements: ClientStatements,
+    pipeline: Pipeline,
+    /// The client's settings and pinning (transaction and statement mode).
+    state: SessionState,
     /// ReadyForQuery messages still owed to the client.
     pending: u32,
     /// Extended-protocol messages sent since the last Sync.
@@ -148,16 +190,37 @@ impl Session {
         // Bytes already sent after the startup packet are kept; an empty
         // leftover would pin the whole startup buffer, so it is dropped.
         let cbuf = if leftover.is_empty() { BytesMut::new() } else { leftover };
+        let pooled = settings.mode != PoolMode::Session;
+        let track_statements = pooled && settings.max_prepared_statements > 0;
+        let inspect = match (pooled, track_statements) {
+            (false, _) => CLIENT_INSPECT,
+            (true, false) => CLIENT_INSPECT_QUERIES,
+            (true, true) => CLIENT_INSPECT_STATEMENTS,
+        };
         Self {
             client,
             cbuf,
-            cscan: Scanner::new(CLIENT_INSPECT),
+            cscan: Scanner::new(inspect),
+            client_inspect: inspect,
             c_ready: 0,
+            c_out: BytesMut::new(),
+            c_out_pos: 0,
+            c_consumed: 0,
+            scratch: BytesMut::new(),
             c_drop: 0,
             client_done: false,
             sscan: Scanner::new(SERVER_INSPECT),
             s_ready: 0,
             s_drop: 0,
+            s_out: BytesMut::new(),
+            s_out_pos: 0,
+            s_consumed: 0,
+            s_assembling: false,
+            s_dropping: false,
+            track_statements,
+            statements: ClientStatements::default(),
+            pipeline: Pipeline::default(),
+            state: SessionState::new(params.clone()),
             pending: 0,
             unsynced: false,
             release: false,
@@ -312,13 +375,39 @@ impl Session {
         }
         self.sscan = Scanner::new(SERVER_INSPECT);
         self.release = false;
+        self.pipeline.clear();
+        self.s_out.clear();
+        self.s_out_pos = 0;
+        self.s_consumed = 0;
+        self.s_assembling = false;
+        self.s_dropping = false;
         let outcome = std::future::poll_fn(|cx| self.poll_pump(&mut server, cx)).await;
-        if matches!(outcome, Outcome::Released) && self.settings.mode != PoolMode::Session {
+        if matches!(outcome, Outcome::Released) && !self.holds_server() {
             self.cancel.slot.clear();
+            if self.state.needs_sync() {
+                Box::pin(self.sync_state(&mut server)).await;
+            }
             self.pool.checkin(server);
             return true;
         }
         Box::pin(self.conclude(outcome, server)).await
+    }
+
+    /// After a request that touched settings: learns from the server what
+    /// is in force now, so the next connection gets the same.
+    async fn sync_state(&mut self, server: &mut Server) {
+        let sql = self.state.sync_sql();
+        match server.query_rows(&sql).await {
+            Ok(rows) => {
+                server.applied = self.state.apply_sync(&rows, &server.applied);
+                self.params = self.state.params();
+            }
+            Err(e) => {
+                tracing::warn!(parent: &self.span, error = %e, "reading back session settings failed");
+                server.broken = true;
+                self.state.abandon();
+            }
+        }
     }
 
     /// Everything but a plain release: faults, shutdown, refusals.
@@ -326,7 +415,7 @@ impl Session {
         self.cancel.slot.clear();
         match outcome {
             Outcome::Released => {
-                if self.settings.mode == PoolMode::Session {
+                if self.holds_server() {
                     // Only reached when shutting down: reset and close.
                     self.reset_and_checkin(server).await;
                     self.fatal_and_close(
@@ -415,11 +504,18 @@ impl Session {
         if server.status != b'I' && server.execute("ROLLBACK").await.is_err() {
             server.broken = true;
         }
-        if self.settings.mode == PoolMode::Session && !server.broken {
+        if self.holds_server() && !server.broken {
+            // Also ends what pinned a transaction-mode client: LISTEN,
+            // advisory locks, temporary tables, cursors, statements.
             if server.execute("DISCARD ALL").await.is_err() {
                 server.broken = true;
             }
             server.applied = StartupParams::default();
+            server.statements.clear();
+        } else if self.state.needs_sync() && !server.broken {
+            // A SET that went through before the client left must not
+            // reach the next client unnoticed.
+            self.sync_state(&mut server).await;
         }
         self.pool.checkin(server);
     }
@@ -433,13 +529,15 @@ impl Session {
             (None, None) => "server closed the connection unexpectedly".into(),
         };
         tracing::warn!(parent: &self.span, detail = %detail, "server connection lost mid-request");
-        if self.settings.mode == PoolMode::Session && fatal.is_some() {
+        self.state.abandon();
+        self.pipeline.clear();
+        if self.holds_server() && fatal.is_some() {
             // The server's own FATAL already reached the client, as it
             // would have without a pooler in between.
             let _ = self.client.shutdown().await;
             return false;
         }
-        if self.settings.mode == PoolMode::Session || !self.sscan.at_boundary() {
+        if self.holds_server() || !self.sscan.at_boundary() {
             // Session state is gone, or part of a message was already
             // forwarded: the client's stream cannot be repaired.
             self.out.clear();
@@ -475,10 +573,13 @@ impl Session {
         self.orphaned_txn = in_txn;
         // Client bytes that were read but not sent belong to requests that
         // were answered above.
-        self.cbuf.advance(self.c_ready + self.c_drop);
+        self.cbuf.advance(self.c_ready + self.c_consumed + self.c_drop);
         self.c_ready = 0;
+        self.c_consumed = 0;
+        self.c_out.clear();
+        self.c_out_pos = 0;
         self.c_drop = 0;
-        self.cscan = Scanner::new(CLIENT_INSPECT);
+        self.cscan = Scanner::new(self.client_inspect);
         if self.client.write_all(&self.out).await.is_err() {
             return false;
         }
@@ -577,25 +678,32 @@ impl Session {
             let mut progress = false;
 
             // Client → server.
-            if self.c_ready == 0 && self.c_drop == 0 && !self.client_done {
-                loop {
-                    match self.cscan.next(&self.cbuf[self.c_ready..]) {
-                        Ok(Event::Start { tag, available, .. }) => {
-                            self.note_client_message(tag);
-                            self.c_ready += available;
-                        }
-                        Ok(Event::Body(n)) => self.c_ready += n,
-                        Ok(Event::Whole { tag, len }) => {
-                            // Only Terminate is inspected: the client is leaving.
-                            debug_assert_eq!(tag, b'X');
-                            self.c_drop = len;
-                            self.client_done = true;
-                            break;
-                        }
-                        Ok(Event::NeedMore) => break,
-                        Err(e) => return Poll::Ready(Outcome::ClientProtocol(e)),
-                    }
+            if self.client_idle_to_scan() {
+                if let Err(e) = self.scan_client(server) {
+                    return Poll::Ready(Outcome::ClientProtocol(e));
                 }
+            }
+            if self.c_out_pos < self.c_out.len() {
+                match Pin::new(&mut server.stream).poll_write(cx, &self.c_out[self.c_out_pos..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(self.server_gone(Some("server closed the connection".into())))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.c_out_pos += n;
+                        progress = true;
+                        self.idle_timer = None;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(self.server_gone(Some(e.to_string()))),
+                    Poll::Pending => {}
+                }
+            }
+            if self.c_out_pos == self.c_out.len() && self.c_consumed > 0 {
+                // Everything the assembled bytes stand for is through
+                // (or was answered by the router).
+                self.c_out.clear();
+                self.c_out_pos = 0;
+                self.cbuf.advance(self.c_consumed);
+                self.c_consumed = 0;
             }
             if self.c_ready > 0 {
                 match Pin::new(&mut server.stream).poll_write(cx, &self.cbuf[..self.c_ready]) {
@@ -612,59 +720,37 @@ impl Session {
                     Poll::Pending => {}
                 }
             }
-            if self.c_ready == 0 && self.c_drop > 0 {
+            if self.c_ready == 0 && self.c_consumed == 0 && self.c_drop > 0 {
                 self.cbuf.advance(self.c_drop);
                 self.c_drop = 0;
             }
-            if self.client_done && self.c_ready == 0 {
+            if self.client_done && self.c_ready == 0 && self.c_consumed == 0 {
                 return Poll::Ready(Outcome::ClientGone);
             }
 
             // Server → client.
-            if self.s_ready == 0 && self.s_drop == 0 && !self.release && !self.statement_txn {
-                loop {
-                    match self.sscan.next(&server.buf[self.s_ready..]) {
-                        Ok(Event::Start { available, .. }) => self.s_ready += available,
-                        Ok(Event::Body(n)) => self.s_ready += n,
-                        Ok(Event::Whole { tag: b'Z', len }) => {
-                            let status = server.buf.get(self.s_ready + frame::HEADER_LEN).copied().unwrap_or(b'I');
-                            server.status = status;
-                            self.pending = self.pending.saturating_sub(1);
-                            if self.pending == 0 && !self.unsynced {
-                                if self.settings.mode == PoolMode::Statement && status != b'I' {
-                                    self.s_drop = len;
-                                    self.statement_txn = true;
-                                    break;
-                                }
-                                self.s_ready += len;
-                                if status == b'I' && (self.settings.mode != PoolMode::Session || self.shutting_down) {
-                                    self.release = true;
-                                    break;
-                                }
-                            } else {
-                                self.s_ready += len;
-                            }
-                        }
-                        Ok(Event::Whole { tag, len }) => {
-                            // ErrorResponse: FATAL means the server is leaving.
-                            let start = self.s_ready + frame::HEADER_LEN;
-                            let fields =
-                                be::parse_error_fields(server.buf.get(start..self.s_ready + len).unwrap_or(&[]));
-                            debug_assert_eq!(tag, b'E');
-                            if fields.is_fatal() {
-                                self.fatal = Some(fields);
-                                if self.settings.mode != PoolMode::Session {
-                                    // Replaced by an ordinary error when the connection closes.
-                                    self.s_drop = len;
-                                    break;
-                                }
-                            }
-                            self.s_ready += len;
-                        }
-                        Ok(Event::NeedMore) => break,
-                        Err(e) => return Poll::Ready(Outcome::ServerProtocol(e)),
-                    }
+            if self.server_idle_to_scan() && !self.release && !self.statement_txn {
+                match self.scan_server(server) {
+                    Ok(()) => {}
+                    Err(e) => return Poll::Ready(Outcome::ServerProtocol(e)),
                 }
+            }
+            if self.s_out_pos < self.s_out.len() {
+                match Pin::new(&mut self.client).poll_write(cx, &self.s_out[self.s_out_pos..]) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Outcome::ClientGone),
+                    Poll::Ready(Ok(n)) => {
+                        self.s_out_pos += n;
+                        progress = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if self.s_assembling && self.s_out_pos == self.s_out.len() {
+                self.s_out.clear();
+                self.s_out_pos = 0;
+                server.buf.advance(self.s_consumed);
+                self.s_consumed = 0;
+                self.s_assembling = false;
             }
             if self.s_ready > 0 {
                 match Pin::new(&mut self.client).poll_write(cx, &server.buf[..self.s_ready]) {
@@ -677,7 +763,7 @@ impl Session {
                     Poll::Pending => {}
                 }
             }
-            if self.s_ready == 0 && self.s_drop > 0 {
+            if self.s_ready == 0 && !self.s_assembling && self.s_drop > 0 {
                 server.buf.advance(self.s_drop);
                 self.s_drop = 0;
                 if self.statement_txn {
@@ -685,9 +771,9 @@ impl Session {
                     return Poll::Ready(Outcome::TransactionInStatementMode);
                 }
             }
-            if self.release && self.s_ready == 0 {
+            if self.release && self.s_ready == 0 && !self.s_assembling {
                 self.release = false;
-                if self.c_ready == 0 && self.cbuf.is_empty() {
+                if self.c_ready == 0 && self.c_consumed == 0 && self.cbuf.is_empty() {
                     return Poll::Ready(Outcome::Released);
                 }
                 // The client already sent its next request: keep the server.
@@ -695,7 +781,7 @@ impl Session {
             }
 
             // Reads.
-            if self.c_ready == 0 && self.c_drop == 0 && !self.client_done {
+            if self.client_idle_to_scan() {
                 match poll_read_into(&mut self.client, &mut self.cbuf, cx) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Outcome::ClientGone),
                     Poll::Ready(Ok(_)) => {
@@ -705,7 +791,7 @@ impl Session {
                     Poll::Pending => {}
                 }
             }
-            if self.s_ready == 0 && self.s_drop == 0 {
+            if self.server_idle_to_scan() {
                 match poll_read_into(&mut server.stream, &mut server.buf, cx) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(self.server_gone(None)),
                     Poll::Ready(Err(e)) => return Poll::Ready(self.server_gone(Some(e.to_string()))),
@@ -725,7 +811,7 @@ impl Session {
                     return Poll::Ready(Outcome::IdleInTransactionTimeout);
                 }
             }
-            if !self.shutting_down && self.settings.mode == PoolMode::Session && self.poll_stop(cx) {
+            if !self.shutting_down && self.holds_server() && self.poll_stop(cx) {
                 self.shutting_down = true;
                 if self.pending == 0
                     && !self.unsynced
@@ -737,6 +823,278 @@ impl Session {
                 }
             }
             return Poll::Pending;
+        }
+    }
+
+    /// Whether the client side has written out everything scanned, so more
+    /// can be scanned (and read).
+    #[inline]
+    fn client_idle_to_scan(&self) -> bool {
+        self.c_ready == 0 && self.c_drop == 0 && self.c_consumed == 0 && !self.client_done
+    }
+
+    #[inline]
+    fn server_idle_to_scan(&self) -> bool {
+        self.s_ready == 0 && self.s_drop == 0 && !self.s_assembling
+    }
+
+    /// The client keeps its server connection: session mode, or a
+    /// session-only feature pinned it.
+    #[inline]
+    fn holds_server(&self) -> bool {
+        self.settings.mode == PoolMode::Session || self.state.pinned.is_some()
+    }
+
+    /// Walks the client's buffered messages, deciding for each whether it
+    /// goes through as it is (zero-copy), rewritten, or not at all.
+    fn scan_client(&mut self, server: &mut Server) -> Result<(), FrameError> {
+        loop {
+            let pos = self.c_ready + self.c_consumed;
+            if self.track_statements && self.cscan.at_boundary() {
+                match self.streamed_bind(server, pos)? {
+                    Some(true) => continue,
+                    Some(false) => return Ok(()),
+                    None => {}
+                }
+            }
+            match self.cscan.next(&self.cbuf[pos..])? {
+                Event::Start { tag, available, .. } => {
+                    self.note_client_message(tag);
+                    if self.track_statements {
+                        prepared::note(&mut self.pipeline, tag);
+                    }
+                    self.pass_client(available);
+                }
+                Event::Body(n) => self.pass_client(n),
+                Event::Whole { tag: b'X', len } => {
+                    // Terminate: the client is leaving.
+                    self.c_drop = len;
+                    self.client_done = true;
+                    return Ok(());
+                }
+                Event::Whole { tag, len } => {
+                    self.note_client_message(tag);
+                    self.client_message(server, tag, pos, len);
+                }
+                Event::NeedMore => return Ok(()),
+            }
+        }
+    }
+
+    /// One whole Query, Parse, Bind, Describe or Close (transaction mode).
+    fn client_message(&mut self, server: &mut Server, tag: u8, pos: usize, len: usize) {
+        let msg = &self.cbuf[pos..pos + len];
+        let mut rewrite = None;
+        if tag == b'Q' || tag == b'P' {
+            let text = if tag == b'Q' { &msg[HEADER_LEN..] } else { parse_query(&msg[HEADER_LEN..]) };
+            let before = self.state.pinned;
+            let effects = self.state.observe(text);
+            if before.is_none() {
+                if let Some(p) = self.state.pinned {
+                    tracing::info!(parent: &self.span, feature = p.describe(), "client keeps its server connection until it disconnects");
+                }
+            }
+            if effects.forget_statements {
+                self.statements.clear();
+                server.statements.clear();
+            }
+            if let (Some(name), true, b'Q') = (&effects.deallocate, self.track_statements, tag) {
+                // DEALLOCATE of a protocol-level statement: the server knows
+                // it by the router's name, and the reply keeps its tag.
+                if let Some(statement) = self.statements.remove(name.as_bytes()) {
+                    self.scratch.clear();
+                    self.rewriter_into_scratch(server).ensure(&statement);
+                    let sql = format!("DEALLOCATE {}", String::from_utf8_lossy(&statement.name));
+                    fe::query(&mut self.scratch, &sql);
+                    self.pipeline.push(Expect::Forward(Reply::ReadyForQuery));
+                    server.statements.forget(statement.id);
+                    rewrite = Some(Rewrite::Replaced);
+                }
+            }
+        }
+        let rewrite = match rewrite {
+            Some(r) => r,
+            None if self.track_statements => {
+                self.scratch.clear();
+                // Lent out while the rewriter borrows the session: a swap of
+                // pointers, not a copy.
+                let cbuf = std::mem::take(&mut self.cbuf);
+                let rewrite = self.rewriter_into_scratch(server).message(&cbuf[pos..pos + len]);
+                self.cbuf = cbuf;
+                rewrite
+            }
+            None => Rewrite::Forward,
+        };
+        match rewrite {
+            Rewrite::Forward => self.pass_client(len),
+            Rewrite::Replaced => {
+                self.assemble_client();
+                self.c_out.extend_from_slice(&self.scratch);
+                self.c_consumed += len;
+            }
+            Rewrite::Answered => {
+                self.assemble_client();
+                self.c_consumed += len;
+            }
+        }
+    }
+
+    /// A Bind too large to inspect whole that names a tracked statement:
+    /// its head is rewritten and the rest streams through. Some(true): done,
+    /// scan on; Some(false): the head is not all here yet; None: not such a Bind.
+    fn streamed_bind(&mut self, server: &mut Server, pos: usize) -> Result<Option<bool>, FrameError> {
+        let buf = &self.cbuf[pos..];
+        let Some((b'B', total)) = frame::header(buf)? else { return Ok(None) };
+        if total <= INSPECT_LIMIT {
+            return Ok(None);
+        }
+        let want = (HEADER_LEN + BIND_HEAD_LIMIT).min(total);
+        if buf.len() < want {
+            return Ok(Some(false));
+        }
+        let Some((old_head, statement, head)) = prepared::streamed_bind_head(&buf[..want], total, &self.statements)
+        else {
+            return Ok(None);
+        };
+        self.note_client_message(b'B');
+        self.scratch.clear();
+        self.rewriter_into_scratch(server).ensure(&statement);
+        self.pipeline.push(Expect::Forward(Reply::Bind));
+        self.assemble_client();
+        self.c_out.extend_from_slice(&self.scratch);
+        self.c_out.extend_from_slice(&head);
+        self.c_consumed += old_head;
+        self.cscan.stream_rest(total - old_head);
+        Ok(Some(true))
+    }
+
+    fn rewriter_into_scratch<'a>(&'a mut self, server: &'a mut Server) -> Rewriter<'a> {
+        Rewriter {
+            registry: &self.pool.shared.statements,
+            client: &mut self.statements,
+            server: &mut server.statements,
+            pipeline: &mut self.pipeline,
+            capacity: self.settings.max_prepared_statements,
+            out: &mut self.scratch,
+        }
+    }
+
+    /// Forwards the next `n` scanned client bytes: zero-copy, or appended to
+    /// the assembled output once the router rewrote something before them.
+    #[inline]
+    fn pass_client(&mut self, n: usize) {
+        if self.c_consumed > 0 {
+            self.c_out.extend_from_slice(&self.cbuf[self.c_consumed..self.c_consumed + n]);
+            self.c_consumed += n;
+        } else {
+            self.c_ready += n;
+        }
+    }
+
+    /// Switches the client side to assembling: what was scanned so far is
+    /// copied first, so order is kept.
+    fn assemble_client(&mut self) {
+        if self.c_consumed == 0 {
+            self.c_out.extend_from_slice(&self.cbuf[..self.c_ready]);
+            self.c_consumed = self.c_ready;
+            self.c_ready = 0;
+        }
+    }
+
+    /// Walks the server's buffered messages: ReadyForQuery ends requests,
+    /// FATAL errors are held back, replies to the router's own requests
+    /// are dropped and its local answers written in their place.
+    fn scan_server(&mut self, server: &mut Server) -> Result<(), FrameError> {
+        loop {
+            if self.track_statements {
+                while let Some(local) = self.pipeline.take_local() {
+                    self.assemble_server(server);
+                    self.s_out.extend_from_slice(match local {
+                        Local::ParseComplete => be::PARSE_COMPLETE,
+                        Local::CloseComplete => be::CLOSE_COMPLETE,
+                    });
+                }
+            }
+            let pos = self.s_ready + self.s_consumed;
+            match self.sscan.next(&server.buf[pos..])? {
+                Event::Start { tag, available, .. } => {
+                    self.s_dropping =
+                        self.track_statements && self.pipeline.on_server(tag, &mut server.statements) == Step::Drop;
+                    self.pass_server(server, available);
+                }
+                Event::Body(n) => self.pass_server(server, n),
+                Event::Whole { tag: b'Z', len } => {
+                    if self.track_statements {
+                        self.pipeline.on_server(b'Z', &mut server.statements);
+                    }
+                    self.s_dropping = false;
+                    let status = server.buf.get(pos + HEADER_LEN).copied().unwrap_or(b'I');
+                    server.status = status;
+                    self.pending = self.pending.saturating_sub(1);
+                    if self.pending == 0 && !self.unsynced {
+                        if self.settings.mode == PoolMode::Statement && status != b'I' {
+                            self.s_drop = len;
+                            self.statement_txn = true;
+                            return Ok(());
+                        }
+                        self.pass_server(server, len);
+                        if status == b'I' && (!self.holds_server() || self.shutting_down) {
+                            self.release = true;
+                            return Ok(());
+                        }
+                    } else {
+                        self.pass_server(server, len);
+                    }
+                }
+                Event::Whole { tag: b'E', len } => {
+                    if self.track_statements {
+                        self.pipeline.on_server(b'E', &mut server.statements);
+                    }
+                    self.s_dropping = false;
+                    // FATAL means the server is leaving.
+                    let fields = be::parse_error_fields(server.buf.get(pos + HEADER_LEN..pos + len).unwrap_or(&[]));
+                    if fields.is_fatal() {
+                        self.fatal = Some(fields);
+                        if !self.holds_server() {
+                            // Replaced by an ordinary error when the connection closes.
+                            self.s_drop = len;
+                            return Ok(());
+                        }
+                    }
+                    self.pass_server(server, len);
+                }
+                Event::Whole { tag, len } => {
+                    // ParseComplete or CloseComplete.
+                    self.s_dropping =
+                        self.track_statements && self.pipeline.on_server(tag, &mut server.statements) == Step::Drop;
+                    self.pass_server(server, len);
+                    self.s_dropping = false;
+                }
+                Event::NeedMore => return Ok(()),
+            }
+        }
+    }
+
+    #[inline]
+    fn pass_server(&mut self, server: &Server, n: usize) {
+        if self.s_dropping {
+            self.assemble_server(server);
+            self.s_consumed += n;
+        } else if self.s_assembling {
+            self.s_out.extend_from_slice(&server.buf[self.s_consumed..self.s_consumed + n]);
+            self.s_consumed += n;
+        } else {
+            self.s_ready += n;
+        }
+    }
+
+    /// Switches the server side to assembling, keeping order.
+    fn assemble_server(&mut self, server: &Server) {
+        if !self.s_assembling {
+            self.s_out.extend_from_slice(&server.buf[..self.s_ready]);
+            self.s_consumed = self.s_ready;
+            self.s_ready = 0;
+            self.s_assembling = true;
         }
     }
 

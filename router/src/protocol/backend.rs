@@ -282,10 +282,36 @@ pub fn parse_backend_key_data(body: &[u8]) -> Option<(i32, i32)> {
     Some((r.i32()?, r.i32()?))
 }
 
+/// DataRow body → its values as text (None for NULL). None when malformed.
+pub fn parse_data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
+    let mut r = Reader::new(body);
+    let n = r.i16()?;
+    let mut values = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        let len = r.i32()?;
+        if len < 0 {
+            values.push(None);
+        } else {
+            let bytes = r.take(len as usize)?;
+            values.push(Some(String::from_utf8_lossy(bytes).into_owned()));
+        }
+    }
+    Some(values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::frame;
+
+    #[test]
+    fn data_row_round_trip() {
+        let mut buf = BytesMut::new();
+        data_row(&mut buf, &[Some("a"), None, Some("")]);
+        let row = parse_data_row(&buf[5..]).unwrap();
+        assert_eq!(row, vec![Some("a".to_string()), None, Some(String::new())]);
+        assert!(parse_data_row(&buf[5..buf.len() - 1]).is_none());
+    }
 
     #[test]
     fn error_response_round_trip() {

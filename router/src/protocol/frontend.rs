@@ -68,6 +68,20 @@ pub fn query(buf: &mut BytesMut, sql: &str) {
     finish(buf, at);
 }
 
+/// Parse: a statement name, its query and parameter type OIDs.
+pub fn parse(buf: &mut BytesMut, name: &str, sql: &str, types: &[u32]) {
+    let at = begin(buf, b'P');
+    buf.put_slice(name.as_bytes());
+    buf.put_u8(0);
+    buf.put_slice(sql.as_bytes());
+    buf.put_u8(0);
+    buf.put_u16(types.len() as u16);
+    for t in types {
+        buf.put_u32(*t);
+    }
+    finish(buf, at);
+}
+
 /// Terminate: a fixed five bytes.
 pub const TERMINATE: &[u8] = b"X\0\0\0\x04";
 

@@ -66,6 +66,12 @@ impl Scanner {
         self.inspect = inspect;
     }
 
+    /// The caller consumed the head of a streamed message itself (to rewrite
+    /// it): the next `remaining` bytes are that message's body.
+    pub fn stream_rest(&mut self, remaining: usize) {
+        self.remaining = remaining;
+    }
+
     /// True between messages; false while a streamed message is only partly through.
     #[inline]
     pub fn at_boundary(&self) -> bool {

@@ -27,6 +27,7 @@ use crate::config::{PoolMode, PoolSettings, Role};
 use crate::net::Keepalive;
 
 use super::server::{Detached, ServerError, ServerTarget};
+use super::statements::StatementRegistry;
 
 mod local;
 
@@ -166,6 +167,8 @@ pub struct PoolShared {
     shares: RwLock<Vec<Arc<WorkerShare>>>,
     /// Bumped when a worker's share joins or leaves.
     shares_version: AtomicU64,
+    /// Named prepared statements of this pool's clients (transaction mode).
+    pub statements: StatementRegistry,
 }
 
 impl PoolShared {
@@ -199,6 +202,7 @@ impl PoolShared {
             errors_total: AtomicU64::new(0),
             shares: RwLock::new(Vec::new()),
             shares_version: AtomicU64::new(0),
+            statements: StatementRegistry::default(),
         })
     }
 
