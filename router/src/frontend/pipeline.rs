@@ -97,10 +97,12 @@ impl Pipeline {
 
     /// Accounts for one server message by its tag and says whether the
     /// client gets it. Parse outcomes update `statements`.
+    #[inline]
     pub fn on_server(&mut self, tag: u8, statements: &mut ServerStatements) -> Step {
         match tag {
+            // Rows and COPY data never end a reply and are never the router's.
             // Asynchronous: notices, notifications, parameter changes.
-            b'N' | b'A' | b'S' => return Step::Forward,
+            b'D' | b'd' | b'N' | b'A' | b'S' => return Step::Forward,
             b'E' => {
                 // The failed request and everything up to Sync get no
                 // reply; the error itself is the client's.

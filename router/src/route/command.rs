@@ -142,25 +142,25 @@ pub fn commands(sql: &[u8]) -> Commands<'_> {
 /// [`Command::Other`]. If it returns true, [`commands`] yields only `Other`;
 /// it may return false for text that turns out plain.
 ///
-/// One pass over the bytes, without allocating: no `;` at all (so one
-/// statement), no `advisory` anywhere (so no advisory-lock call), a first
-/// keyword that only starts plain statements, and for SELECT and WITH no
-/// `temp` anywhere (so no `SELECT ... INTO TEMP`).
+/// Without allocating, in a few vectorised scans (the pooler calls this for
+/// every query, so it must cost tens of instructions, not hundreds): no `;`
+/// but a trailing one (so one statement), no `advisory` anywhere (so no
+/// advisory-lock call), a first keyword that only starts plain statements,
+/// and for SELECT and WITH no `temp` anywhere (so no `SELECT ... INTO TEMP`).
 pub fn is_plain(sql: &[u8]) -> bool {
-    let mut end = sql.len();
-    let mut temp = false;
-    for (i, &b) in sql.iter().enumerate() {
-        match b {
-            0 => {
-                end = i;
-                break;
-            }
-            b';' => return false,
-            b'a' | b'A' if starts_with_ignore_case(sql.get(i..), b"advisory") => return false,
-            b't' | b'T' if !temp => temp = starts_with_ignore_case(sql.get(i..), b"temp"),
-            _ => {}
-        }
+    let end = memchr::memchr(0, sql).unwrap_or(sql.len());
+    let sql = &sql[..end];
+    let end = match memchr::memchr(b';', sql) {
+        // A trailing `;` (pgbench and many drivers end every query with
+        // one) ends the only statement; any other may start a second.
+        Some(i) if sql[i + 1..].iter().all(|c| c.is_ascii_whitespace()) => i,
+        Some(_) => return false,
+        None => sql.len(),
+    };
+    if contains_ignore_case(sql, b'v', b"advisory", 2) {
+        return false;
     }
+    let temp = contains_ignore_case(sql, b'm', b"temp", 2);
     let mut lex = Lexer { sql: sql.get(..end).unwrap_or_default(), pos: 0 };
     let mut parenthesised = false;
     let first = loop {
@@ -675,8 +675,15 @@ fn do_block<'a>(lex: &mut Lexer<'a>) -> Command<'a> {
     Command::Other
 }
 
-fn starts_with_ignore_case(text: Option<&[u8]>, prefix: &[u8]) -> bool {
-    text.and_then(|t| t.get(..prefix.len())).is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+/// Whether `word` occurs in `text`, ignoring ASCII case: a vectorised
+/// search for its rare letter `pivot` (either case), which sits at
+/// `offset` in `word`, then a comparison around each hit.
+fn contains_ignore_case(text: &[u8], pivot: u8, word: &[u8], offset: usize) -> bool {
+    memchr::memchr2_iter(pivot.to_ascii_lowercase(), pivot.to_ascii_uppercase(), text).any(|at| {
+        at.checked_sub(offset)
+            .and_then(|start| text.get(start..start + word.len()))
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
+    })
 }
 
 /// Why a name cannot be reported.

@@ -280,6 +280,9 @@ fn common_queries_take_the_fast_path() {
         b"COPY t FROM STDIN",
         b"INSERT INTO temperatures VALUES (1)",
         b"SHOW search_path",
+        b"SELECT 1;",
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = 5;\n",
+        b"UPDATE t SET a = 1; \0",
     ];
     for sql in plain {
         assert!(is_plain(sql), "{:?}", sql.escape_ascii().to_string());
@@ -288,7 +291,8 @@ fn common_queries_take_the_fast_path() {
         b"",
         b"SET a = 1",
         b"SELECT 1; SELECT 2",
-        b"SELECT 1;",
+        b"SELECT ';'",
+        b"SET a = 1;",
         b"SELECT pg_advisory_lock(1)",
         b"SELECT * INTO TEMP t FROM x",
         b"SELECT * FROM temperatures",
