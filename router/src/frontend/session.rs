@@ -91,6 +91,8 @@ pub struct SessionSettings {
     pub idle_in_transaction_timeout: Option<Duration>,
     pub user: String,
     pub database: String,
+    /// `general.log_queries`: log each query with its duration (ops).
+    pub log_queries: bool,
 }
 
 pub struct Session {
@@ -132,6 +134,8 @@ pub struct Session {
     span: tracing::Span,
     /// The server address last published in the cancel slot.
     cancel_addr: Option<std::net::SocketAddr>,
+    /// Query, transaction and byte counters (ops: `stats`).
+    stats: crate::stats::SessionStats,
 }
 
 impl Session {
@@ -148,6 +152,8 @@ impl Session {
         // Bytes already sent after the startup packet are kept; an empty
         // leftover would pin the whole startup buffer, so it is dropped.
         let cbuf = if leftover.is_empty() { BytesMut::new() } else { leftover };
+        let log_pool = settings.log_queries.then(|| pool.shared.key.to_string());
+        let stats = crate::stats::SessionStats::new(pool.share().clone(), log_pool);
         Self {
             client,
             cbuf,
@@ -176,6 +182,7 @@ impl Session {
             out: BytesMut::new(),
             span: tracing::Span::none(),
             cancel_addr: None,
+            stats,
         }
     }
 
@@ -489,6 +496,7 @@ impl Session {
     /// ReadyForQuery when the request (simple query or extended batch up to
     /// Sync) is complete.
     async fn refuse_request(&mut self, code: &str, message: &str) {
+        self.stats.on_error(code);
         self.out.clear();
         be::error_response(&mut self.out, Severity::Error, code, message, None);
         let _ = self.client.write_all(&self.out).await;
@@ -582,6 +590,10 @@ impl Session {
                     match self.cscan.next(&self.cbuf[self.c_ready..]) {
                         Ok(Event::Start { tag, available, .. }) => {
                             self.note_client_message(tag);
+                            self.stats.on_client_message(
+                                tag,
+                                self.cbuf.get(self.c_ready..self.c_ready + available).unwrap_or(&[]),
+                            );
                             self.c_ready += available;
                         }
                         Ok(Event::Body(n)) => self.c_ready += n,
@@ -603,6 +615,7 @@ impl Session {
                         return Poll::Ready(self.server_gone(Some("server closed the connection".into())))
                     }
                     Poll::Ready(Ok(n)) => {
+                        self.stats.received(n);
                         self.cbuf.advance(n);
                         self.c_ready -= n;
                         progress = true;
@@ -630,6 +643,7 @@ impl Session {
                             let status = server.buf.get(self.s_ready + frame::HEADER_LEN).copied().unwrap_or(b'I');
                             server.status = status;
                             self.pending = self.pending.saturating_sub(1);
+                            self.stats.on_ready(status, self.pending, server.pid);
                             if self.pending == 0 && !self.unsynced {
                                 if self.settings.mode == PoolMode::Statement && status != b'I' {
                                     self.s_drop = len;
@@ -651,6 +665,7 @@ impl Session {
                             let fields =
                                 be::parse_error_fields(server.buf.get(start..self.s_ready + len).unwrap_or(&[]));
                             debug_assert_eq!(tag, b'E');
+                            self.stats.on_error(&fields.code);
                             if fields.is_fatal() {
                                 self.fatal = Some(fields);
                                 if self.settings.mode != PoolMode::Session {
@@ -670,6 +685,7 @@ impl Session {
                 match Pin::new(&mut self.client).poll_write(cx, &server.buf[..self.s_ready]) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Outcome::ClientGone),
                     Poll::Ready(Ok(n)) => {
+                        self.stats.sent(n);
                         server.buf.advance(n);
                         self.s_ready -= n;
                         progress = true;
