@@ -1,7 +1,8 @@
 //! Operations against a running router and real PostgreSQL: the admin
 //! console (every command, PgBouncer's column names), Prometheus metrics
 //! (parsed by `promtool check metrics`), the HTTP API (auth, reload, probes),
-//! and PAUSE/RESUME/RECONNECT with transactions in flight.
+//! PAUSE/RESUME/RECONNECT with transactions in flight, and the health-check
+//! script's exit codes.
 //!
 //! Each test starts its own router on free ports in front of the shared
 //! cluster, with `default_users()` plus the admin user `pgdog_admin`.
@@ -607,4 +608,47 @@ async fn readyz_reports_unreachable_primary_and_draining() {
     let body = http_get(router.api_port, "/readyz", &[]).json();
     assert!(body["reason"].as_str().unwrap_or("").contains("draining"), "{body}");
     client.simple_query("COMMIT").await.expect("COMMIT");
+}
+
+// ---------------------------------------------------------------------------
+// Health-check script
+
+fn health_check(router_port: u16, admin_port: u16, metrics_port: u16, verbose: bool) -> std::process::Output {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/health-check.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script);
+    if verbose {
+        cmd.arg("-v");
+    }
+    cmd.env("PGDOG_HOST", "127.0.0.1")
+        .env("PGDOG_PORT", router_port.to_string())
+        .env("PGDOG_ADMIN_PORT", admin_port.to_string())
+        .env("PGDOG_METRICS_PORT", metrics_port.to_string())
+        .env("PGDOG_HEALTH_USER", "pgdog")
+        .env("PGDOG_HEALTH_PASSWORD", "pgdog")
+        .env("PGDOG_HEALTH_DATABASE", "pgdog")
+        .env("PGDOG_ADMIN_USER", ADMIN)
+        .env("PGDOG_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("PATH", format!("{}:{}", pgdog_tests::pg_bin_dir().display(), std::env::var("PATH").unwrap_or_default()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run health-check.sh")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_check_script_exit_codes() {
+    let router = start("", "");
+    let out = health_check(router.port, router.admin_port, router.metrics_port, true);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "healthy router judged unhealthy:\n{text}");
+    for check in ["pg_isready", "SELECT 1", "SHOW POOLS", "/metrics"] {
+        assert!(text.contains(check), "-v does not report {check}:\n{text}");
+    }
+    // Optional checks failing (wrong admin and metrics ports) do not fail it.
+    let out = health_check(router.port, free_port(), free_port(), false);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (port, admin, metrics) = (router.port, router.admin_port, router.metrics_port);
+    drop(router);
+    let out = health_check(port, admin, metrics, true);
+    assert_eq!(out.status.code(), Some(1), "router down judged healthy:\n{}", String::from_utf8_lossy(&out.stdout));
 }
