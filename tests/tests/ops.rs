@@ -580,6 +580,51 @@ async fn api_reload_under_pgbench_fails_no_transaction() {
     assert_eq!(pool.expect("pool")["pool_size"], 4);
 }
 
+/// Adding and removing a replica by reload drops no client connection, and
+/// the primary pool (kept by the reload) keeps its counters.
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_adding_and_removing_a_replica_keeps_clients() {
+    let cluster = shared_cluster();
+    let full = config("", "");
+    let replica = format!(
+        "\n[[databases]]\nname = \"pgdog\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"replica\"\n",
+        cluster.replica_port
+    );
+    assert!(full.contains(&replica), "{full}");
+    let primary_only = full.replace(&replica, "");
+    let router = RouterProcess::start(&primary_only, &users());
+    let admin = admin(&router).await;
+    let clients: Vec<Client> = connect_many(&router, 5).await;
+    for (i, c) in clients.iter().enumerate() {
+        assert_eq!(scalar(c, &format!("SELECT {i}")).await, i.to_string());
+    }
+    let pool = [("user", "pgdog"), ("role", "primary")];
+    let before = sample(&scrape(&router), "orochi_pgdog_queries_total", &pool).unwrap_or(0.0);
+
+    router.write_config(&full);
+    admin.simple_query("RELOAD").await.expect("RELOAD adding a replica");
+    let (cols, rows) = show(&admin, "SHOW DATABASES").await;
+    assert!(rows.iter().any(|r| cell(&cols, r, "role") == "replica"), "{rows:?}");
+    for c in &clients {
+        assert_eq!(scalar(c, "SELECT 1").await, "1", "client dropped by adding a replica");
+    }
+    router.write_config(&primary_only);
+    admin.simple_query("RELOAD").await.expect("RELOAD removing the replica");
+    for c in &clients {
+        assert_eq!(scalar(c, "SELECT 2").await, "2", "client dropped by removing a replica");
+    }
+    let after = sample(&scrape(&router), "orochi_pgdog_queries_total", &pool).unwrap_or(0.0);
+    assert!(after >= before + 10.0, "primary counters reset: {before} -> {after}");
+}
+
+async fn connect_many(router: &RouterProcess, n: usize) -> Vec<Client> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(app(router).await);
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn readyz_reports_unreachable_primary_and_draining() {
     // A primary nobody listens on.

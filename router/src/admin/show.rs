@@ -5,7 +5,6 @@
 //! (cancel requests in flight, tested connections) are 0.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 
 use crate::config::{PoolMode, Role};
 use crate::runtime::{Shared, Snapshot};
@@ -373,9 +372,4 @@ pub fn version() -> Table {
     let mut t = Table::new(&[("version", Text)]);
     t.push(vec![format!("pgdog-router {}", env!("CARGO_PKG_VERSION")).into()]);
     t
-}
-
-/// Process-wide figures the API's pool listing adds.
-pub fn clients_total(shared: &Shared) -> u64 {
-    shared.clients.load(Ordering::Relaxed) as u64
 }
