@@ -135,8 +135,8 @@ pub fn clients(shared: &Shared) -> Table {
         let connected = timestamp(c.connected);
         t.push(vec![
             "C".into(),
-            c.user.as_str().into(),
-            c.database.as_str().into(),
+            c.pool.key.user.as_str().into(),
+            c.pool.key.database.as_str().into(),
             // Logged-in clients are "active" in PgBouncer's sense whether or
             // not a server serves them right now; waiting shows in SHOW POOLS.
             "active".into(),
@@ -153,10 +153,10 @@ pub fn clients(shared: &Shared) -> Table {
             "".into(),
             0i32.into(),
             if c.tls { "TLS" } else { "" }.into(),
-            c.application_name.as_str().into(),
+            c.application_name.as_ref().into(),
             c.id.into(),
-            c.pool.host.as_str().into(),
-            c.pool.port.into(),
+            c.pool.key.host.as_str().into(),
+            c.pool.key.port.into(),
         ]);
     }
     t

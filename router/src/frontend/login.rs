@@ -255,14 +255,12 @@ async fn login(
     tracing::debug!(?mode, "client logged in");
     let listed = shared.client_list.register(ClientInfo {
         id,
-        user: user.clone(),
-        database: database.clone(),
-        pool: pool.shared.key.clone(),
+        pool: pool.shared.clone(),
         addr: peer,
         local_addr: stream.tcp().local_addr().ok(),
         connected: std::time::SystemTime::now(),
         tls: stream.is_tls(),
-        application_name: startup_params.get("application_name").unwrap_or_default().to_string(),
+        application_name: startup_params.get("application_name").unwrap_or_default().into(),
     });
 
     let settings = SessionSettings {

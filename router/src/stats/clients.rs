@@ -7,20 +7,19 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::backend::pool::PoolKey;
+use crate::backend::pool::{PoolKey, PoolShared};
 
-/// What the admin side shows about one client.
-#[derive(Debug, Clone)]
+/// What the admin side shows about one client. Kept small: every logged-in
+/// client has one (user and database are the pool's, not copies).
+#[derive(Clone)]
 pub struct ClientInfo {
     pub id: u64,
-    pub user: String,
-    pub database: String,
-    pub pool: PoolKey,
+    pub pool: Arc<PoolShared>,
     pub addr: SocketAddr,
     pub local_addr: Option<SocketAddr>,
     pub connected: SystemTime,
     pub tls: bool,
-    pub application_name: String,
+    pub application_name: Box<str>,
 }
 
 #[derive(Default)]
@@ -47,7 +46,7 @@ impl ClientRegistry {
         let mut out = BTreeMap::new();
         if let Ok(c) = self.clients.lock() {
             for info in c.values() {
-                *out.entry(info.pool.clone()).or_default() += 1;
+                *out.entry(info.pool.key.clone()).or_default() += 1;
             }
         }
         out

@@ -400,9 +400,6 @@ max_client_conn = 11000
 pool_mode = \"transaction\"
 max_pool_size = 20
 
-[api]
-port = {api}
-
 [[databases]]
 name = \"pgdog\"
 host = \"127.0.0.1\"
@@ -412,7 +409,6 @@ role = \"primary\"
         port = free_port(),
         admin = free_port(),
         metrics = free_port(),
-        api = free_port(),
         pg = cluster.primary_port
     )
 }
