@@ -84,6 +84,8 @@ ADMIN_PORT=${PGDOG_ADMIN_PORT:-6432}
 port_free "$ADMIN_PORT" || ADMIN_PORT=$(free_port)
 METRICS_PORT=${PGDOG_METRICS_PORT:-9090}
 port_free "$METRICS_PORT" || METRICS_PORT=$(free_port)
+API_PORT=${PGDOG_API_PORT:-8080}
+port_free "$API_PORT" || API_PORT=$(free_port)
 
 mkdir -p "$ROOT/.run"
 cat >"$ROOT/.run/pgdog.toml" <<CONF
@@ -94,9 +96,15 @@ port = $PORT
 admin_port = $ADMIN_PORT
 metrics_port = $METRICS_PORT
 
+[api]
+port = $API_PORT
+
 [pools.default]
 pool_mode = "transaction"
 max_pool_size = 20
+
+[admin]
+admin_users = ["pgdog"]
 
 [[databases]]
 name = "pgdog"
@@ -120,10 +128,13 @@ CONF
 echo
 echo "pgdog-router on 127.0.0.1:$PORT — connect with:"
 echo "    PGPASSWORD=pgdog psql -h 127.0.0.1 -p $PORT -U pgdog pgdog"
+echo "Admin console: PGPASSWORD=pgdog psql -h 127.0.0.1 -p $ADMIN_PORT -U pgdog   (SHOW POOLS;)"
+echo "Metrics:       curl http://127.0.0.1:$METRICS_PORT/metrics"
+echo "API:           curl http://127.0.0.1:$API_PORT/readyz"
 echo "Ctrl-C stops the router and the local PostgreSQL."
 echo
 set +e
-PGDOG_PORT=$PORT PGDOG_ADMIN_PORT=$ADMIN_PORT PGDOG_METRICS_PORT=$METRICS_PORT \
+PGDOG_PORT=$PORT PGDOG_ADMIN_PORT=$ADMIN_PORT PGDOG_METRICS_PORT=$METRICS_PORT PGDOG_API_PORT=$API_PORT \
     "$BIN" --config "$ROOT/.run/pgdog.toml" --users "$ROOT/.run/users.toml" &
 ROUTER=$!
 trap 'kill -TERM $ROUTER 2>/dev/null' INT TERM

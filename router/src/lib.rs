@@ -7,12 +7,18 @@
 //! - `route/` pure routing decisions (which pool serves a client's statement).
 //! - `backend/` server connections and pools.
 //! - `frontend/` listener, client startup, TLS, authentication, session loop, cancel.
+//! - `stats/` counters the query path records worker-locally, summed when read.
+//! - `admin/` the admin console (PgBouncer-style SHOW views, RELOAD, PAUSE, ...).
+//! - `http/` Prometheus metrics and the HTTP control API.
 //! - `runtime` wires workers, signals and reload together.
 
+pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod frontend;
+pub mod http;
 pub mod net;
 pub mod protocol;
 pub mod route;
 pub mod runtime;
+pub mod stats;

@@ -6,9 +6,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,21 @@ use crate::frontend::auth::Credential;
 use crate::frontend::cancel::CancelRegistry;
 use crate::frontend::{listener, tls};
 use crate::net::Keepalive;
+use crate::stats::clients::ClientRegistry;
+use crate::stats::Sampler;
+
+/// Why a reload was refused; the running configuration stays either way.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("no configuration file to reload")]
+    NoFile,
+    /// The files do not load: the error names file, line and key.
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    /// The files load but cannot be applied (a TLS file that does not parse).
+    #[error("{0}")]
+    Apply(String),
+}
 
 /// One configuration generation: the config plus everything derived from
 /// it. A reload builds a new one and swaps it in; sessions keep the one they
@@ -130,6 +145,16 @@ pub struct Shared {
     pub workers: usize,
     pub config_path: Option<PathBuf>,
     pub users_path: Option<PathBuf>,
+    /// Logged-in clients, for the admin console and the API.
+    pub client_list: Arc<ClientRegistry>,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// One reload at a time: two building from the same snapshot would
+    /// retire each other's pools.
+    reload_lock: Mutex<()>,
+    pub started: SystemTime,
+    /// Periodic totals behind SHOW STATS averages.
+    pub sampler: Mutex<Sampler>,
 }
 
 impl Shared {
@@ -140,20 +165,57 @@ impl Shared {
         }
     }
 
+    pub fn new(config: Snapshot, workers: usize, config_path: Option<PathBuf>, users_path: Option<PathBuf>) -> Self {
+        Shared {
+            snapshot: RwLock::new(Arc::new(config)),
+            cancels: Arc::new(CancelRegistry::default()),
+            shutdown: CancellationToken::new(),
+            clients: AtomicUsize::new(0),
+            workers,
+            config_path,
+            users_path,
+            client_list: Arc::new(ClientRegistry::default()),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            reload_lock: Mutex::new(()),
+            started: SystemTime::now(),
+            sampler: Mutex::new(Sampler::default()),
+        }
+    }
+
     /// Re-reads both files and swaps in the new snapshot. On error the
-    /// running configuration stays. One path for SIGHUP and admin commands.
-    pub fn reload(&self) -> Result<(), String> {
+    /// running configuration stays and the error goes to the caller. The
+    /// one reload path: SIGHUP, admin RELOAD and `POST /api/v1/reload`.
+    /// Statistics live in the pools a reload keeps, so they carry on.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let result = self.reload_inner();
+        let counter = if result.is_ok() { &self.reloads_ok } else { &self.reloads_failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+        match &result {
+            Ok(()) => tracing::info!("configuration reloaded"),
+            Err(e) => tracing::error!(error = %e, "reload failed; the running configuration stays"),
+        }
+        result
+    }
+
+    fn reload_inner(&self) -> Result<(), ReloadError> {
         let Some(config_path) = &self.config_path else {
-            return Err("no configuration file to reload".into());
+            return Err(ReloadError::NoFile);
         };
-        let config = config::load_files(config_path, self.users_path.as_deref()).map_err(|e| e.to_string())?;
+        let config = config::load_files(config_path, self.users_path.as_deref())?;
         let current = self.snapshot();
-        let next = Snapshot::build(config, Some(&current))?;
+        let next = Snapshot::build(config, Some(&current)).map_err(ReloadError::Apply)?;
         match self.snapshot.write() {
             Ok(mut s) => *s = Arc::new(next),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
         }
         Ok(())
+    }
+
+    /// Whether the router is draining for shutdown.
+    pub fn is_draining(&self) -> bool {
+        self.shutdown.is_cancelled()
     }
 }
 
@@ -221,15 +283,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>, users_path: Option<Path
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
     };
-    let shared = Arc::new(Shared {
-        snapshot: RwLock::new(Arc::new(snapshot)),
-        cancels: Arc::new(CancelRegistry::default()),
-        shutdown: CancellationToken::new(),
-        clients: AtomicUsize::new(0),
-        workers,
-        config_path,
-        users_path,
-    });
+    let ops = snapshot.config.router.clone();
+    let shared = Arc::new(Shared::new(snapshot, workers, config_path, users_path));
 
     // Signal handlers first: a SIGHUP or SIGTERM that arrives once the port
     // accepts must be handled, not kill the process by default action.
@@ -249,6 +304,17 @@ pub fn run(config: Config, config_path: Option<PathBuf>, users_path: Option<Path
                 eprintln!("pgdog-router: cannot install signal handlers");
                 return 1;
             }
+        }
+    };
+
+    // The admin console, metrics and API listeners too: a port in use is a
+    // start-up error, not a router that silently lacks its probes. Bound
+    // before the client port, so a client port that accepts means they do.
+    let ops_listeners = match bind_ops(&ops) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("pgdog-router: {e}");
+            return 1;
         }
     };
 
@@ -299,12 +365,69 @@ pub fn run(config: Config, config_path: Option<PathBuf>, users_path: Option<Path
         }
     }
 
-    control.block_on(handle_signals(shared.clone(), signals, Duration::from_millis(general.shutdown_timeout_ms)));
+    // Admin console, metrics and API run on the control thread: light
+    // traffic, and they stay up while workers drain (readyz says 503).
+    control.block_on(async {
+        if let Err(e) = spawn_ops(shared.clone(), ops_listeners) {
+            tracing::error!(error = %e, "cannot start the admin, metrics and API listeners");
+            shared.shutdown.cancel();
+        }
+        handle_signals(shared.clone(), signals, Duration::from_millis(general.shutdown_timeout_ms)).await
+    });
     for t in threads {
         let _ = t.join();
     }
     tracing::info!("pgdog-router stopped");
     0
+}
+
+/// The listeners beside the client port: admin console, metrics, API.
+struct OpsListeners {
+    admin: std::net::TcpListener,
+    metrics: std::net::TcpListener,
+    api: std::net::TcpListener,
+}
+
+fn bind_ops(config: &config::RouterConfig) -> Result<OpsListeners, String> {
+    let host = &config.general.host;
+    let bind = |what: &str, host: &str, port: u16| {
+        // No SO_REUSEPORT here (unlike the client port's per-worker
+        // sockets): a second router on the same port must fail, not split
+        // the probes between two processes.
+        let addr = format!("{host}:{port}");
+        let l = std::net::TcpListener::bind(&addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))?;
+        tracing::info!(%addr, "{what} listening");
+        Ok::<_, String>(l)
+    };
+    Ok(OpsListeners {
+        admin: bind("admin console", host, config.general.admin_port)?,
+        metrics: bind("metrics", host, config.general.metrics_port)?,
+        api: bind("HTTP API", config.api.bind.as_deref().unwrap_or(host), config.api.port)?,
+    })
+}
+
+/// Starts the admin console, metrics and API servers and the statistics
+/// sampler on the control runtime.
+fn spawn_ops(shared: Arc<Shared>, listeners: OpsListeners) -> std::io::Result<()> {
+    let admin = tokio::net::TcpListener::from_std(listeners.admin)?;
+    let metrics = tokio::net::TcpListener::from_std(listeners.metrics)?;
+    let api = tokio::net::TcpListener::from_std(listeners.api)?;
+    tokio::spawn(crate::admin::serve(shared.clone(), admin));
+    tokio::spawn(crate::http::metrics::serve(shared.clone(), metrics));
+    tokio::spawn(crate::http::api::serve(shared.clone(), api));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::stats::STATS_PERIOD);
+        loop {
+            tick.tick().await;
+            let totals = crate::admin::show::totals_by_database(&shared.snapshot());
+            if let Ok(mut s) = shared.sampler.lock() {
+                s.record(Instant::now(), totals);
+            }
+        }
+    });
+    Ok(())
 }
 
 struct Signals {
@@ -319,10 +442,8 @@ async fn handle_signals(shared: Arc<Shared>, signals: Signals, shutdown_timeout:
     let Signals { mut hup, mut term, mut int } = signals;
     loop {
         tokio::select! {
-            _ = hup.recv() => match shared.reload() {
-                Ok(()) => tracing::info!("configuration reloaded"),
-                Err(e) => tracing::error!(error = %e, "reload failed; the running configuration stays"),
-            },
+            // The outcome is logged (and counted) by `reload` itself.
+            _ = hup.recv() => { let _ = shared.reload(); }
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = shared.shutdown.cancelled() => break,

@@ -18,6 +18,7 @@
 
 pub mod bench;
 mod cluster;
+mod http;
 mod pgbench;
 mod ports;
 mod router;
@@ -30,6 +31,7 @@ use std::net::{Ipv4Addr, TcpStream};
 use std::time::{Duration, Instant};
 
 pub use cluster::{shared_cluster, PgCluster};
+pub use http::{http, http_get, HttpResponse};
 pub use pgbench::{pgbench_summary, pgbench_transcript, PgbenchSummary};
 pub use ports::free_port;
 pub use router::{default_users, psql_tcp, router_bin, router_config, RouterProcess};

@@ -77,6 +77,10 @@ pub struct RouterProcess {
     pub port: u16,
     pub admin_port: u16,
     pub metrics_port: u16,
+    /// The HTTP API's port: `[api] port` of the config, else a free port
+    /// passed as `PGDOG_API_PORT` (so routers of parallel tests never
+    /// collide on the default 8080).
+    pub api_port: u16,
     pub child: Child,
     /// Holds `pgdog.toml`, `users.toml` and `router.log`.
     pub dir: TempDir,
@@ -104,7 +108,23 @@ impl RouterProcess {
     /// The ports are read from `[general]` of `config_toml`, falling back to
     /// the router's defaults when absent or unparseable.
     pub fn spawn(config_toml: &str, users_toml: &str) -> RouterProcess {
+        RouterProcess::spawn_with_env(config_toml, users_toml, &[])
+    }
+
+    /// [`RouterProcess::start`] with extra environment variables for the router.
+    pub fn start_with_env(config_toml: &str, users_toml: &str, env: &[(&str, &str)]) -> RouterProcess {
+        let mut router = RouterProcess::spawn_with_env(config_toml, users_toml, env);
+        if let Err(msg) = router.wait_ready(START_TIMEOUT) {
+            panic!("{msg}");
+        }
+        router
+    }
+
+    /// [`RouterProcess::spawn`] with extra environment variables for the router.
+    pub fn spawn_with_env(config_toml: &str, users_toml: &str, env: &[(&str, &str)]) -> RouterProcess {
         let (port, admin_port, metrics_port) = configured_ports(config_toml);
+        let configured_api = configured_api_port(config_toml);
+        let api_port = configured_api.unwrap_or_else(crate::free_port);
         let bin = router_bin();
         let dir = tempfile::Builder::new().prefix("pgdog-router-").tempdir().expect("create router temp dir");
         std::fs::write(dir.path().join("pgdog.toml"), config_toml).expect("write pgdog.toml");
@@ -113,7 +133,14 @@ impl RouterProcess {
         let log_err = log.try_clone().expect("clone router.log handle");
         let level = std::env::var("PGDOG_TEST_LOG").unwrap_or_else(|_| "info".into());
 
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        // The router must see only what the test gives it.
+        command.env_remove("PGDOG_API_TOKEN");
+        if configured_api.is_none() {
+            command.env("PGDOG_API_PORT", api_port.to_string());
+        }
+        command.envs(env.iter().copied());
+        let child = command
             .arg("--config")
             .arg(dir.path().join("pgdog.toml"))
             .arg("--users")
@@ -131,7 +158,7 @@ impl RouterProcess {
         let action = "[ \"$line\" = reaped ] || kill -9 \"$1\"; \
                       read line; [ \"$line\" = disarm ] && exit 0; rm -rf \"$2\"";
         let watchdog = Watchdog::spawn(action, &[pid.as_ref(), dir.path().as_os_str()], None);
-        RouterProcess { port, admin_port, metrics_port, child, dir, watchdog: Some(watchdog), reaped: false }
+        RouterProcess { port, admin_port, metrics_port, api_port, child, dir, watchdog: Some(watchdog), reaped: false }
     }
 
     /// Wait until the client port accepts TCP connections. Errors (with the
@@ -342,6 +369,13 @@ fn configured_ports(config_toml: &str) -> (u16, u16, u16) {
             .unwrap_or(default)
     };
     (get("port", 5432), get("admin_port", 6432), get("metrics_port", 9090))
+}
+
+/// `[api] port` of a config, when it sets one.
+fn configured_api_port(config_toml: &str) -> Option<u16> {
+    let table = config_toml.parse::<toml::Table>().ok()?;
+    let port = table.get("api")?.get("port")?.as_integer()?;
+    u16::try_from(port).ok()
 }
 
 /// A typical `pgdog.toml` for `cluster`: `[general]` on 127.0.0.1 with the

@@ -8,6 +8,8 @@
 //! | `PGDOG_ADMIN_PORT`   | `general.admin_port` (1..=65535)      |
 //! | `PGDOG_METRICS_PORT` | `general.metrics_port` (1..=65535)    |
 //! | `PGDOG_LOG_LEVEL`    | `general.log_level`                   |
+//! | `PGDOG_API_PORT`     | `api.port` (1..=65535)                |
+//! | `PGDOG_API_TOKEN`    | the API bearer token (wins over `api.token_file` / `api.token_env`) |
 //! | `TLS_ENABLED`        | `general.tls_mode` (true/false/1/0)   |
 //! | `TLS_CERT_PATH`      | `general.tls_certificate`             |
 //! | `TLS_KEY_PATH`       | `general.tls_private_key`             |
@@ -68,6 +70,11 @@ pub(crate) fn apply_tracked(
             applied.push(Override { key: KeyPath::new(key), var });
         }
     }
+    if let Some(value) = get("PGDOG_API_PORT") {
+        cfg.api.port = parse_port("PGDOG_API_PORT", "api.port", &value)?;
+        applied.push(Override { key: KeyPath::new("api.port"), var: "PGDOG_API_PORT" });
+    }
+    let general = &mut cfg.general;
     if let Some(level) = get("PGDOG_LOG_LEVEL") {
         // Checked by validation like the file's value; the error then names
         // this variable.

@@ -110,6 +110,7 @@ pub fn parse_str(
     };
 
     validate::check_router(&router).map_err(to_error)?;
+    router.api.token = secrets::resolve_api_token(&router.api, env).map_err(to_error)?;
     let users: Vec<User> = users
         .users
         .iter()
@@ -751,6 +752,9 @@ mod tests {
             max_connections: 0,
         });
         router.sharding.tables.push(ShardedTable { name: String::new(), column: String::new(), shards: Some(1) });
+        router.api.bind = Some(String::new());
+        router.api.token_env = Some(String::new());
+        router.api.token_file = Some(String::new());
         let users = UsersConfig {
             users: vec![UserEntry {
                 name: String::new(),

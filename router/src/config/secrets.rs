@@ -117,6 +117,37 @@ pub(crate) fn resolve_user(
     })
 }
 
+/// The HTTP API's bearer token: `PGDOG_API_TOKEN` when set (environment
+/// wins over the file, as everywhere), else `api.token_file`, else the
+/// variable `api.token_env` names. None disables the authenticated API.
+pub(crate) fn resolve_api_token(
+    api: &super::types::Api,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, Issue> {
+    let at = KeyPath::new("api");
+    if api.token_env.is_some() && api.token_file.is_some() {
+        return Err(Issue::router(at.key("token_file"), "set at most one of api.token_env and api.token_file"));
+    }
+    if let Some(token) = env("PGDOG_API_TOKEN").filter(|t| !t.trim().is_empty()) {
+        return Ok(Some(token.trim().to_string()));
+    }
+    let token = if let Some(path) = &api.token_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| Issue::router(at.key("token_file"), format!("cannot read {path}: {}", io_reason(&err))))?;
+        text.trim_end_matches(['\n', '\r']).to_string()
+    } else if let Some(var) = &api.token_env {
+        env(var)
+            .ok_or_else(|| Issue::router(at.key("token_env"), format!("environment variable {var:?} is not set")))?
+    } else {
+        return Ok(None);
+    };
+    if token.trim().is_empty() {
+        let key = if api.token_file.is_some() { "token_file" } else { "token_env" };
+        return Err(Issue::router(at.key(key), "the API token is empty"));
+    }
+    Ok(Some(token))
+}
+
 /// One secret given as a literal, an environment variable name or a file
 /// path; at most one of the three may be set.
 fn resolve_secret(

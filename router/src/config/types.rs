@@ -18,6 +18,9 @@ pub struct RouterConfig {
     pub pools: BTreeMap<String, PoolSettings>,
     pub databases: Vec<DatabaseEntry>,
     pub sharding: Sharding,
+    pub admin: Admin,
+    pub metrics: Metrics,
+    pub api: Api,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -50,6 +53,8 @@ pub struct General {
     pub tcp_keepalive_interval_ms: u64,
     pub tcp_keepalive_count: u32,
     pub log_level: String,
+    /// Log every query with its duration, pool and server.
+    pub log_queries: bool,
 }
 
 impl Default for General {
@@ -76,6 +81,7 @@ impl Default for General {
             tcp_keepalive_interval_ms: 10_000,
             tcp_keepalive_count: 6,
             log_level: "info".into(),
+            log_queries: false,
         }
     }
 }
@@ -234,6 +240,60 @@ pub struct TwoPhaseCommit {
 impl Default for TwoPhaseCommit {
     fn default() -> Self {
         Self { enabled: false, timeout_seconds: 30, cleanup_interval_seconds: 60 }
+    }
+}
+
+/// `[admin]`: the admin console on `general.admin_port`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Names from users.toml allowed on the admin port (their users.toml
+    /// passwords and auth method apply).
+    pub admin_users: Vec<String>,
+    /// Whether the console's RELOAD command is allowed.
+    pub allow_reload: bool,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self { admin_users: vec!["pgdog_admin".into()], allow_reload: true }
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint on `general.metrics_port`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// Prefix of every metric name.
+    pub metric_prefix: String,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self { metric_prefix: "orochi_pgdog".into() }
+    }
+}
+
+/// `[api]`: the HTTP control API.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Api {
+    pub port: u16,
+    /// Listen address; `general.host` when unset.
+    pub bind: Option<String>,
+    /// Environment variable holding the bearer token.
+    pub token_env: Option<String>,
+    /// File holding the bearer token (one trailing newline dropped).
+    pub token_file: Option<String>,
+    /// The resolved token (`PGDOG_API_TOKEN`, `token_file` or `token_env`);
+    /// never written out. None: the authenticated endpoints are disabled.
+    #[serde(skip)]
+    pub token: Option<String>,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Self { port: 8080, bind: None, token_env: None, token_file: None, token: None }
     }
 }
 

@@ -21,7 +21,45 @@ pub(crate) fn check_router(cfg: &RouterConfig) -> Result<(), Issue> {
         check_pool(&KeyPath::new("pools").key(name), pool)?;
     }
     check_databases(cfg)?;
-    check_sharding(cfg)
+    check_sharding(cfg)?;
+    check_ops(cfg)
+}
+
+/// `[admin]`, `[metrics]`, `[api]`.
+fn check_ops(cfg: &RouterConfig) -> Result<(), Issue> {
+    for (i, name) in cfg.admin.admin_users.iter().enumerate() {
+        if name.trim().is_empty() {
+            return Err(Issue::router(KeyPath::new("admin.admin_users").index(i), "must not be empty"));
+        }
+    }
+    let prefix = &cfg.metrics.metric_prefix;
+    let valid =
+        prefix.chars().enumerate().all(|(i, c)| c.is_ascii_alphabetic() || c == '_' || (i > 0 && c.is_ascii_digit()));
+    if prefix.is_empty() || !valid {
+        return Err(Issue::router(
+            KeyPath::new("metrics.metric_prefix"),
+            format!(
+                "{prefix:?} is not a Prometheus metric name prefix (letters, digits and _, not starting with a digit)"
+            ),
+        ));
+    }
+    let api = &cfg.api;
+    in_range(KeyPath::new("api.port"), api.port, 1, u16::MAX)?;
+    let general = &cfg.general;
+    for (other, port) in
+        [("port", general.port), ("admin_port", general.admin_port), ("metrics_port", general.metrics_port)]
+    {
+        if api.port == port {
+            return Err(Issue::router(
+                KeyPath::new("api.port"),
+                format!("port {port} is already used by general.{other}"),
+            ));
+        }
+    }
+    if api.bind.as_deref().is_some_and(|b| b.trim().is_empty()) {
+        return Err(Issue::router(KeyPath::new("api.bind"), "must not be empty (omit it to use general.host)"));
+    }
+    Ok(())
 }
 
 /// Check resolved users against each other and against `pgdog.toml`.
@@ -263,6 +301,13 @@ mod tests {
                 "pgdog.toml:5:1: databases[1].role:",
                 "shard 3 already has a primary",
             ),
+            ("[api]\nport = 5432\n", "", "pgdog.toml:2:1: api.port:", "port 5432 is already used by general.port"),
+            ("[api]\nbind = \"\"\n", "", "pgdog.toml:2:1: api.bind:", "must not be empty"),
+            ("[api]\ntoken_env = \"PGDOG_NO_SUCH_TOKEN_VAR\"\n", "", "pgdog.toml:2:1: api.token_env:", "is not set"),
+            ("[api]\ntoken_env = \"A\"\ntoken_file = \"/x\"\n", "", "pgdog.toml:3:1: api.token_file:", "at most one"),
+            ("[api]\ntoken_file = \"/nonexistent/token\"\n", "", "pgdog.toml:2:1: api.token_file:", "cannot read /nonexistent/token"),
+            ("[metrics]\nmetric_prefix = \"9x\"\n", "", "pgdog.toml:2:1: metrics.metric_prefix:", "not a Prometheus metric name prefix"),
+            ("[admin]\nadmin_users = [\"a\", \"\"]\n", "", "pgdog.toml:2:", "admin.admin_users[1]: must not be empty"),
             ("[sharding]\nenabled = true\n", "", "pgdog.toml:2:1: sharding.enabled:", "sharding is not supported yet (sharding.enabled must be false)"),
             ("[sharding]\ndefault_shard_count = 0\n", "", "pgdog.toml:2:1: sharding.default_shard_count:", "expected 1..=1024"),
             ("[sharding]\ndefault_shard_count = 1025\n", "", "pgdog.toml:2:1: sharding.default_shard_count:", "out of range"),

@@ -21,6 +21,7 @@ use crate::protocol::backend as be;
 use crate::protocol::sqlstate;
 use crate::route;
 use crate::runtime::Worker;
+use crate::stats::clients::{ClientGuard, ClientInfo};
 
 use super::auth::{self, AuthError};
 use super::cancel;
@@ -46,8 +47,8 @@ pub async fn handle_client(worker: Rc<Worker>, tcp: TcpStream, peer: SocketAddr)
     // Login runs in its own allocation, freed once the session starts: its
     // state (TLS handshake, SCRAM exchange) is large, and a session future
     // sized for it would cost every idle client that much memory.
-    let login = Box::pin(login(&worker, tcp, count).instrument(span.clone()));
-    let Some((mut session, bound)) = login.await else { return };
+    let login = Box::pin(login(&worker, tcp, count, id, peer).instrument(span.clone()));
+    let Some((mut session, bound, _listed)) = login.await else { return };
     // The session logs with the span as explicit parent rather than entering
     // it on every poll: enter/exit on each wake-up is measurable per
     // transaction.
@@ -59,7 +60,13 @@ pub async fn handle_client(worker: Rc<Worker>, tcp: TcpStream, peer: SocketAddr)
 
 /// Negotiation, authentication, pool choice and greeting. Returns the
 /// session to run, with its server when one is already bound (session mode).
-async fn login(worker: &Worker, tcp: TcpStream, count: usize) -> Option<(Session, Option<Server>)> {
+async fn login(
+    worker: &Worker,
+    tcp: TcpStream,
+    count: usize,
+    id: u64,
+    peer: SocketAddr,
+) -> Option<(Session, Option<Server>, ClientGuard)> {
     let shared = worker.shared.clone();
     let snapshot = shared.snapshot();
     let general = &snapshot.config.router.general;
@@ -246,6 +253,15 @@ async fn login(worker: &Worker, tcp: TcpStream, count: usize) -> Option<(Session
         return None;
     }
     tracing::debug!(?mode, "client logged in");
+    let listed = shared.client_list.register(ClientInfo {
+        id,
+        pool: pool.shared.clone(),
+        addr: peer,
+        local_addr: stream.tcp().local_addr().ok(),
+        connected: std::time::SystemTime::now(),
+        tls: stream.is_tls(),
+        application_name: startup_params.get("application_name").unwrap_or_default().into(),
+    });
 
     let settings = SessionSettings {
         mode,
@@ -256,7 +272,8 @@ async fn login(worker: &Worker, tcp: TcpStream, count: usize) -> Option<(Session
         user,
         database,
         max_prepared_statements: pool.shared.settings().max_prepared_statements,
+        log_queries: general.log_queries,
     };
     let session = Session::new(stream, buf, pool, startup_params, settings, cancel, worker.stop.clone());
-    Some((session, bound))
+    Some((session, bound, listed))
 }

@@ -106,6 +106,8 @@ pub struct SessionSettings {
     pub database: String,
     /// `max_prepared_statements` of the pool; 0: names pass through.
     pub max_prepared_statements: usize,
+    /// `general.log_queries`: log each query with its duration (ops).
+    pub log_queries: bool,
 }
 
 pub struct Session {
@@ -174,6 +176,8 @@ pub struct Session {
     span: tracing::Span,
     /// The server address last published in the cancel slot.
     cancel_addr: Option<std::net::SocketAddr>,
+    /// Query, transaction and byte counters (ops: `stats`).
+    stats: crate::stats::SessionStats,
 }
 
 impl Session {
@@ -197,6 +201,8 @@ impl Session {
             (true, false) => CLIENT_INSPECT_QUERIES,
             (true, true) => CLIENT_INSPECT_STATEMENTS,
         };
+        let log_pool = settings.log_queries.then(|| pool.shared.key.to_string());
+        let stats = crate::stats::SessionStats::new(pool.share().clone(), log_pool);
         Self {
             client,
             cbuf,
@@ -239,6 +245,7 @@ impl Session {
             out: BytesMut::new(),
             span: tracing::Span::none(),
             cancel_addr: None,
+            stats,
         }
     }
 
@@ -590,6 +597,7 @@ impl Session {
     /// ReadyForQuery when the request (simple query or extended batch up to
     /// Sync) is complete.
     async fn refuse_request(&mut self, code: &str, message: &str) {
+        self.stats.on_error(code);
         self.out.clear();
         be::error_response(&mut self.out, Severity::Error, code, message, None);
         let _ = self.client.write_all(&self.out).await;
@@ -689,6 +697,7 @@ impl Session {
                         return Poll::Ready(self.server_gone(Some("server closed the connection".into())))
                     }
                     Poll::Ready(Ok(n)) => {
+                        self.stats.received(n);
                         self.c_out_pos += n;
                         progress = true;
                         self.idle_timer = None;
@@ -711,6 +720,7 @@ impl Session {
                         return Poll::Ready(self.server_gone(Some("server closed the connection".into())))
                     }
                     Poll::Ready(Ok(n)) => {
+                        self.stats.received(n);
                         self.cbuf.advance(n);
                         self.c_ready -= n;
                         progress = true;
@@ -739,6 +749,7 @@ impl Session {
                 match Pin::new(&mut self.client).poll_write(cx, &self.s_out[self.s_out_pos..]) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Outcome::ClientGone),
                     Poll::Ready(Ok(n)) => {
+                        self.stats.sent(n);
                         self.s_out_pos += n;
                         progress = true;
                     }
@@ -756,6 +767,7 @@ impl Session {
                 match Pin::new(&mut self.client).poll_write(cx, &server.buf[..self.s_ready]) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Outcome::ClientGone),
                     Poll::Ready(Ok(n)) => {
+                        self.stats.sent(n);
                         server.buf.advance(n);
                         self.s_ready -= n;
                         progress = true;
@@ -860,6 +872,7 @@ impl Session {
             match self.cscan.next(&self.cbuf[pos..])? {
                 Event::Start { tag, available, .. } => {
                     self.note_client_message(tag);
+                    self.stats.on_client_message(tag, &self.cbuf[pos..pos + available]);
                     if self.track_statements {
                         prepared::note(&mut self.pipeline, tag);
                     }
@@ -874,6 +887,7 @@ impl Session {
                 }
                 Event::Whole { tag, len } => {
                     self.note_client_message(tag);
+                    self.stats.on_client_message(tag, &self.cbuf[pos..pos + len]);
                     self.client_message(server, tag, pos, len);
                 }
                 Event::NeedMore => return Ok(()),
@@ -957,6 +971,7 @@ impl Session {
             return Ok(None);
         };
         self.note_client_message(b'B');
+        self.stats.on_client_message(b'B', &self.cbuf[pos..pos + want]);
         self.scratch.clear();
         self.rewriter_into_scratch(server).ensure(&statement);
         self.pipeline.push(Expect::Forward(Reply::Bind));
@@ -1031,6 +1046,7 @@ impl Session {
                     let status = server.buf.get(pos + HEADER_LEN).copied().unwrap_or(b'I');
                     server.status = status;
                     self.pending = self.pending.saturating_sub(1);
+                    self.stats.on_ready(status, self.pending, server.pid);
                     if self.pending == 0 && !self.unsynced {
                         if self.settings.mode == PoolMode::Statement && status != b'I' {
                             self.s_drop = len;
@@ -1053,6 +1069,7 @@ impl Session {
                     self.s_dropping = false;
                     // FATAL means the server is leaving.
                     let fields = be::parse_error_fields(server.buf.get(pos + HEADER_LEN..pos + len).unwrap_or(&[]));
+                    self.stats.on_error(&fields.code);
                     if fields.is_fatal() {
                         self.fatal = Some(fields);
                         if !self.holds_server() {

@@ -28,6 +28,9 @@ struct LocalSettings {
     checkout_timeout: Duration,
     lifetime: Option<Duration>,
     check_delay: Duration,
+    paused: bool,
+    /// Connections opened before this are recycled (admin RECONNECT).
+    reconnect_before: Option<Instant>,
 }
 
 /// The other workers' shares, as of one `shares_version`.
@@ -72,6 +75,8 @@ impl Pool {
                 checkout_timeout: Duration::ZERO,
                 lifetime: None,
                 check_delay: Duration::ZERO,
+                paused: false,
+                reconnect_before: None,
             }),
         });
         tokio::task::spawn_local(maintain(Rc::downgrade(&pool)));
@@ -92,7 +97,38 @@ impl Pool {
             checkout_timeout: Duration::from_millis(settings.checkout_timeout_ms),
             lifetime: (settings.server_lifetime_ms > 0).then(|| Duration::from_millis(settings.server_lifetime_ms)),
             check_delay,
+            paused: self.shared.is_paused(),
+            reconnect_before: self.shared.reconnect_before.lock().ok().and_then(|r| *r),
         };
+    }
+
+    /// This worker's counters, for the sessions it serves.
+    pub fn share(&self) -> &Arc<WorkerShare> {
+        &self.share
+    }
+
+    /// Whether a connection predates an admin RECONNECT and must go.
+    fn outdated(&self, server: &Server) -> bool {
+        self.local.borrow().reconnect_before.is_some_and(|t| server.created < t)
+    }
+
+    /// While the pool is paused, waits (counted as waiting) for RESUME.
+    async fn wait_while_paused(&self) {
+        if !self.shared.is_paused() {
+            return;
+        }
+        self.shared.waiting.fetch_add(1, Ordering::Relaxed);
+        add(&self.share.waiting, 1);
+        let _waiting = WaitingGuard(self);
+        loop {
+            let resumed = self.shared.resumed.notified();
+            if !self.shared.is_paused() {
+                break;
+            }
+            // The timeout covers a RESUME between the check and the wait.
+            let _ = tokio::time::timeout(Duration::from_millis(100), resumed).await;
+        }
+        self.refresh();
     }
 
     /// A server connection for one client, from the idle list or newly
@@ -100,6 +136,7 @@ impl Pool {
     pub async fn checkout(self: &Rc<Self>) -> Result<Server, PoolError> {
         add(&self.share.checkouts, 1);
         self.refresh();
+        self.wait_while_paused().await;
         // Clients already waiting here go first.
         if self.waiters.borrow().is_empty() {
             // Another worker's clients wait while this one has spare: share.
@@ -163,13 +200,13 @@ impl Pool {
     /// [`checkout`](Self::checkout).
     pub fn checkout_now(&self) -> Option<Server> {
         self.refresh();
-        if !self.waiters.borrow().is_empty() || self.fairer_peer(None).is_some() {
+        if self.local.borrow().paused || !self.waiters.borrow().is_empty() || self.fairer_peer(None).is_some() {
             return None;
         }
         let fresh = {
             let idle = self.idle.borrow();
             let check_delay = self.local.borrow().check_delay;
-            idle.last().is_some_and(|s| s.ready_without_check(check_delay))
+            idle.last().is_some_and(|s| s.ready_without_check(check_delay) && !self.outdated(s))
         };
         if !fresh {
             return None;
@@ -185,6 +222,10 @@ impl Pool {
         loop {
             let server = self.idle.borrow_mut().pop()?;
             sub(&self.share.idle, 1);
+            if self.outdated(&server) {
+                self.discard(server);
+                continue;
+            }
             if server.ready_without_check(self.local.borrow().check_delay) {
                 return Some(server);
             }
@@ -237,6 +278,12 @@ impl Pool {
         let password = self.shared.password.read().ok().and_then(|p| p.clone());
         let server = Server::connect(&self.shared.target, password.as_deref(), &connect).await?;
         self.shared.opened_total.fetch_add(1, Ordering::Relaxed);
+        self.shared.server_opened(super::ServerEntry {
+            pid: server.pid,
+            connected: std::time::SystemTime::now(),
+            local_addr: server.stream.tcp().local_addr().ok(),
+            tls: server.stream.is_tls(),
+        });
         if let Ok(mut p) = self.shared.server_params.lock() {
             if p.is_none() {
                 *p = Some(Arc::new(server.params.clone()));
@@ -344,6 +391,7 @@ impl Pool {
 
     /// Moves a connection to another worker's waiting client.
     fn donate(&self, server: Server, peer: &WorkerShare) {
+        let pid = server.pid;
         match server.detach() {
             Detach::Moved(detached) => {
                 if let Ok(mut inbox) = peer.inbox.lock() {
@@ -353,7 +401,10 @@ impl Pool {
             }
             // TLS cannot move: close it so the other worker may open one.
             Detach::Pinned(server) => self.discard(server),
-            Detach::Lost => self.shared.release(),
+            Detach::Lost => {
+                self.shared.server_closed(pid);
+                self.shared.release()
+            }
         }
     }
 
@@ -381,7 +432,8 @@ impl Pool {
     pub fn checkin(&self, server: Server) {
         sub(&self.share.active, 1);
         self.refresh();
-        let expired = self.local.borrow().lifetime.is_some_and(|l| server.created.elapsed() >= l);
+        let expired =
+            self.local.borrow().lifetime.is_some_and(|l| server.created.elapsed() >= l) || self.outdated(&server);
         if server.broken || server.status != b'I' || expired || self.shared.is_retired() {
             self.discard(server);
             return;
@@ -391,9 +443,20 @@ impl Pool {
 
     /// Closes a connection and frees its capacity for whoever waits.
     pub fn discard(&self, mut server: Server) {
+        self.shared.server_closed(server.pid);
         server.terminate();
         drop(server);
         self.shared.release();
+    }
+
+    /// Republishes which connections are idle here, when that changed.
+    fn publish_idle_pids(&self) {
+        let idle = self.idle.borrow();
+        if let Ok(mut pids) = self.share.idle_pids.lock() {
+            if pids.len() != idle.len() || pids.iter().zip(idle.iter()).any(|(p, s)| *p != s.pid) {
+                *pids = idle.iter().map(|s| s.pid).collect();
+            }
+        }
     }
 
     pub fn idle_count(&self) -> usize {
@@ -410,6 +473,7 @@ impl Drop for Pool {
         // Connections parked here or on their way here give their capacity back.
         for server in self.idle.get_mut().drain(..) {
             let mut server = server;
+            self.shared.server_closed(server.pid);
             server.terminate();
             self.shared.release();
         }
@@ -477,6 +541,7 @@ async fn maintain(pool: Weak<Pool>) {
         let Some(pool) = pool.upgrade() else { return };
         let shared = &pool.shared;
         pool.adopt_arrivals();
+        pool.publish_idle_pids();
 
         if shared.is_retired() {
             let drained: Vec<Server> = pool.idle.borrow_mut().drain(..).collect();
@@ -502,6 +567,21 @@ async fn maintain(pool: Weak<Pool>) {
             let Some(server) = pool.idle.borrow_mut().pop() else { break };
             sub(&pool.share.idle, 1);
             pool.hand_over(server);
+        }
+
+        // Admin RECONNECT: idle connections opened before it go now.
+        pool.refresh();
+        if pool.local.borrow().reconnect_before.is_some() && pool.idle.borrow().iter().any(|s| pool.outdated(s)) {
+            let outdated: Vec<Server> = {
+                let mut idle = pool.idle.borrow_mut();
+                let (old, keep): (Vec<Server>, Vec<Server>) = idle.drain(..).partition(|s| pool.outdated(s));
+                *idle = keep;
+                old
+            };
+            for server in outdated {
+                sub(&pool.share.idle, 1);
+                pool.discard(server);
+            }
         }
 
         if last_idle_scan.elapsed() >= Duration::from_secs(1) {

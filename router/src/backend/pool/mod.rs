@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 
 use crate::config::{PoolMode, PoolSettings, Role};
 use crate::net::Keepalive;
+use crate::stats::{PoolStats, Totals};
 
 use super::server::{Detached, ServerError, ServerTarget};
 use super::statements::StatementRegistry;
@@ -109,6 +110,21 @@ pub struct WorkerShare {
     /// Connections other workers handed over, not yet adopted.
     inbox: Mutex<Vec<Detached>>,
     arrived: Notify,
+    /// Query-path counters (see `stats`), on their own cache lines: this
+    /// worker writes them on every request; others only read them at a scrape.
+    pub stats: CacheLine<PoolStats>,
+    /// Backend pids of this worker's idle connections, republished by the
+    /// housekeeping tick (so up to 100 ms old) for SHOW SERVERS.
+    idle_pids: Mutex<Vec<i32>>,
+}
+
+/// One open server connection as the admin side lists it.
+#[derive(Debug, Clone)]
+pub struct ServerEntry {
+    pub pid: i32,
+    pub connected: std::time::SystemTime,
+    pub local_addr: Option<std::net::SocketAddr>,
+    pub tls: bool,
 }
 
 /// Keeps a value on its own cache line (128 bytes covers adjacent-line
@@ -169,6 +185,16 @@ pub struct PoolShared {
     shares_version: AtomicU64,
     /// Named prepared statements of this pool's clients (transaction mode).
     pub statements: StatementRegistry,
+    /// Admin PAUSE: checkouts wait until RESUME. Workers see it through
+    /// `generation`, so the checkout fast path pays nothing for it.
+    paused: AtomicBool,
+    resumed: Notify,
+    /// Admin RECONNECT: server connections opened before this instant are
+    /// closed when next idle instead of being reused.
+    reconnect_before: Mutex<Option<Instant>>,
+    /// Open server connections by backend pid, for SHOW SERVERS. Touched on
+    /// open and close only.
+    servers: Mutex<std::collections::BTreeMap<i32, ServerEntry>>,
 }
 
 impl PoolShared {
@@ -203,6 +229,10 @@ impl PoolShared {
             shares: RwLock::new(Vec::new()),
             shares_version: AtomicU64::new(0),
             statements: StatementRegistry::default(),
+            paused: AtomicBool::new(false),
+            resumed: Notify::new(),
+            reconnect_before: Mutex::new(None),
+            servers: Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
@@ -283,6 +313,81 @@ impl PoolShared {
             t.4 += w.wait_us.load(Ordering::Relaxed);
         }
         t
+    }
+
+    /// Counters and gauges summed over the workers' shares.
+    pub fn stats(&self) -> Totals {
+        let workers = self.shares.read().map(|w| w.clone()).unwrap_or_default();
+        let mut t = Totals::default();
+        for w in workers {
+            w.stats.add_to(&mut t);
+            t.active += w.active.load(Ordering::Relaxed) as u64;
+            t.idle += w.idle.load(Ordering::Relaxed) as u64;
+            t.waiting += w.waiting.load(Ordering::Relaxed) as u64;
+            t.checkouts += w.checkouts.load(Ordering::Relaxed);
+            t.wait_us += w.wait_us.load(Ordering::Relaxed);
+        }
+        t
+    }
+
+    /// Since when (µs of the process clock) the longest-waiting client of
+    /// any worker has waited; None while nobody waits.
+    pub fn oldest_wait_age_us(&self) -> Option<u64> {
+        let workers = self.shares.read().map(|w| w.clone()).unwrap_or_default();
+        let oldest = workers.iter().map(|w| w.oldest_wait_us.load(Ordering::Relaxed)).filter(|&s| s != 0).min()?;
+        Some(now_us().saturating_sub(oldest))
+    }
+
+    /// Open server connections, each with whether it is idle.
+    pub fn servers(&self) -> Vec<(ServerEntry, bool)> {
+        let workers = self.shares.read().map(|w| w.clone()).unwrap_or_default();
+        let mut idle = std::collections::HashSet::new();
+        for w in &workers {
+            if let Ok(pids) = w.idle_pids.lock() {
+                idle.extend(pids.iter().copied());
+            }
+        }
+        let servers = self.servers.lock().map(|s| s.values().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        servers.into_iter().map(|e| (e.clone(), idle.contains(&e.pid))).collect()
+    }
+
+    pub(crate) fn server_opened(&self, entry: ServerEntry) {
+        if let Ok(mut s) = self.servers.lock() {
+            s.insert(entry.pid, entry);
+        }
+    }
+
+    pub(crate) fn server_closed(&self, pid: i32) {
+        if let Ok(mut s) = self.servers.lock() {
+            s.remove(&pid);
+        }
+    }
+
+    /// Holds new checkouts until [`resume`](Self::resume); transactions
+    /// already holding a server connection go on.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::Release);
+        self.resumed.notify_waiters();
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// Recycles every server connection open now: each is closed when it
+    /// is next idle (never under a client), and new ones replace them.
+    pub fn reconnect(&self) {
+        if let Ok(mut r) = self.reconnect_before.lock() {
+            *r = Some(Instant::now());
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+        self.freed.notify_waiters();
     }
 
     /// Takes one unit of pool and host capacity, if both have room.
