@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # `make run`: starts pgdog-router. With --config or PGDOG_CONFIG it runs
 # against that configuration. Without, it starts its own PostgreSQL primary
-# and streaming replica in a temporary data folder, writes a configuration
-# under .run/, and runs the router in the foreground until Ctrl-C, then
-# stops PostgreSQL and removes the data folder.
+# and streaming replica in a temporary data folder, renders its configuration
+# into .run/ with pgdog-config-gen (values file .run/values.toml), and runs
+# the router in the foreground until Ctrl-C, then stops PostgreSQL and removes
+# the data folder.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN="$ROOT/build/bin/pgdog-router"
+GEN="$ROOT/build/bin/pgdog-config-gen"
 
 if [ "${1:-}" = "--config" ] || [ -n "${PGDOG_CONFIG:-}" ]; then
     exec "$BIN" "$@"
@@ -87,43 +89,45 @@ port_free "$METRICS_PORT" || METRICS_PORT=$(free_port)
 API_PORT=${PGDOG_API_PORT:-8080}
 port_free "$API_PORT" || API_PORT=$(free_port)
 
+# The configuration is rendered from the product templates by
+# pgdog-config-gen, so every `make run` exercises it: a values file describes
+# this cluster. Variables describing the cluster cannot be overridden from the
+# environment; the others can (POOL_MODE=session make run). PGDOG_LOG_LEVEL
+# is left to the router, which also accepts directives (info,pgdog_router=debug).
 mkdir -p "$ROOT/.run"
-cat >"$ROOT/.run/pgdog.toml" <<CONF
-# Written by scripts/run-local.sh for a local cluster; see config/pgdog.reference.toml.
-[general]
-host = "127.0.0.1"
-port = $PORT
-admin_port = $ADMIN_PORT
-metrics_port = $METRICS_PORT
+cat >"$ROOT/.run/values.toml" <<VALUES
+# Written by scripts/run-local.sh for its local cluster; pgdog-config-gen
+# renders config/pgdog.toml.tmpl and config/users.toml.tmpl with it into
+# .run/pgdog.toml and .run/users.toml.
+ClusterName = "local"
+Namespace = "local"
+DatabaseName = "pgdog"
+ListenHost = "127.0.0.1"
+Port = $PORT
+AdminPort = $ADMIN_PORT
+MetricsPort = $METRICS_PORT
+PrimaryHost = "127.0.0.1"
+PostgresPort = $PRIMARY_PORT
+ReplicaHost = "127.0.0.1"
+ReplicaPort = $REPLICA_PORT
+PoolMode = "transaction"
+MaxPoolSize = 20
+AppUser = "pgdog"
+AppPasswordEnv = "PGDOG_APP_PASSWORD"
+VALUES
 
-[api]
-port = $API_PORT
-
-[pools.default]
-pool_mode = "transaction"
-max_pool_size = 20
-
-[admin]
-admin_users = ["pgdog"]
-
-[[databases]]
-name = "pgdog"
-host = "127.0.0.1"
-port = $PRIMARY_PORT
-role = "primary"
-
-[[databases]]
-name = "pgdog"
-host = "127.0.0.1"
-port = $REPLICA_PORT
-role = "replica"
-CONF
-cat >"$ROOT/.run/users.toml" <<CONF
-[[users]]
-name = "pgdog"
-password = "pgdog"
-database = "pgdog"
-CONF
+config_gen() {
+    env -u CLUSTER_NAME -u NAMESPACE -u DATABASE_NAME -u PGDOG_HOST -u PRIMARY_HOST -u REPLICA_HOST \
+        -u PGDOG_POSTGRES_PORT -u PGDOG_REPLICA_PORT -u APP_USER -u APP_PASSWORD_ENV -u PGDOG_LOG_LEVEL \
+        PGDOG_PORT="$PORT" PGDOG_ADMIN_PORT="$ADMIN_PORT" PGDOG_METRICS_PORT="$METRICS_PORT" \
+        "$GEN" -values "$ROOT/.run/values.toml" "$@"
+}
+config_gen -template "$ROOT/config/pgdog.toml.tmpl" -output "$ROOT/.run/pgdog.toml"
+config_gen -template "$ROOT/config/users.toml.tmpl" -output "$ROOT/.run/users.toml" -config "$ROOT/.run/pgdog.toml"
+echo "configuration: .run/pgdog.toml and .run/users.toml, rendered by pgdog-config-gen from .run/values.toml"
+# The templates render no [admin] section: let the local user into the
+# admin console (psql -p $ADMIN_PORT -U pgdog), as the echo below says.
+printf '\n[admin]\nadmin_users = ["pgdog"]\n' >>"$ROOT/.run/pgdog.toml"
 
 echo
 echo "pgdog-router on 127.0.0.1:$PORT — connect with:"
@@ -134,7 +138,7 @@ echo "API:           curl http://127.0.0.1:$API_PORT/readyz"
 echo "Ctrl-C stops the router and the local PostgreSQL."
 echo
 set +e
-PGDOG_PORT=$PORT PGDOG_ADMIN_PORT=$ADMIN_PORT PGDOG_METRICS_PORT=$METRICS_PORT PGDOG_API_PORT=$API_PORT \
+PGDOG_APP_PASSWORD=pgdog PGDOG_PORT=$PORT PGDOG_ADMIN_PORT=$ADMIN_PORT PGDOG_METRICS_PORT=$METRICS_PORT PGDOG_API_PORT=$API_PORT \
     "$BIN" --config "$ROOT/.run/pgdog.toml" --users "$ROOT/.run/users.toml" &
 ROUTER=$!
 trap 'kill -TERM $ROUTER 2>/dev/null' INT TERM

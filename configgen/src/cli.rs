@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, Command};
 
-use crate::vars::{self, Kind, VARS};
+use crate::vars::{self, Kind, LIST_VARS, VARS};
 
 /// Which loader validates the rendered output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,17 +61,22 @@ pub fn rewrite_single_dash(args: Vec<String>) -> Vec<String> {
 }
 
 fn command() -> Command {
+    let mut after_help = String::from(
+        "Variables are taken from flags, then environment variables, then the values file \
+         (-values, .toml/.json/.yaml, keys are variable names), then the defaults above. \
+         Single-dash long flags (-template) work like --template.\n\n\
+         List variables (values file only, an array of tables; empty by default):",
+    );
+    for list in LIST_VARS {
+        after_help.push_str(&format!("\n  {}: {}", list.name, list.help));
+    }
     let mut cmd = Command::new("pgdog-config-gen")
         .about("Renders Go-style templates into validated pgdog-router configuration")
         .override_usage(
             "pgdog-config-gen -template FILE [-output FILE|-] [-values FILE] [-VARIABLE VALUE ...]\n       \
              pgdog-config-gen --check CONFIG [USERS]",
         )
-        .after_help(
-            "Variables are taken from flags, then environment variables, then the values file \
-             (-values, .toml/.json/.yaml, keys are variable names), then the defaults above. \
-             Single-dash long flags (-template) work like --template.",
-        )
+        .after_help(after_help)
         .arg(Arg::new("template").long("template").value_name("FILE").help("template to render"))
         .arg(
             Arg::new("output")
@@ -225,6 +230,9 @@ mod tests {
             assert!(help.contains(&format!("--{}", var.flag)), "{}", var.name);
             assert!(help.contains(&format!("[env: {}]", var.env)), "{}", var.name);
             assert!(help.contains(&format!("[default: {}]", var.default)), "{}", var.name);
+        }
+        for list in LIST_VARS {
+            assert!(help.contains(&format!("{}: {}", list.name, list.help)), "{}", list.name);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! One run: resolve variables, render, validate with the router's own config
 //! loader, write. Nothing is written unless the output would load.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::cli::{Cli, OutputKind};
@@ -24,7 +24,7 @@ pub fn generate(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), S
     let template = cli.template.as_deref().ok_or("no -template given")?;
     let file_values = match &cli.values {
         Some(path) => vars::parse_values_file(&path.display().to_string(), &read(path)?).map_err(|e| e.to_string())?,
-        None => BTreeMap::new(),
+        None => vars::FileValues::default(),
     };
     let values = vars::resolve(&cli.flags, env, &file_values).map_err(|e| e.to_string())?;
     let name = template.display().to_string();

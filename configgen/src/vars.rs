@@ -1,6 +1,7 @@
 //! The template variables: names, defaults, allowed values, flags and
 //! environment variables, and how one value is picked from the four sources
-//! (flag > environment > values file > default).
+//! (flag > environment > values file > default). List variables
+//! (`ShardedTables`) come from the values file only.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -64,6 +65,10 @@ fn primary_host(values: &Values) -> String {
 
 fn replica_host(values: &Values) -> String {
     format!("{}-ro.{}.svc.cluster.local", values.text("ClusterName"), values.text("Namespace"))
+}
+
+fn postgres_port(values: &Values) -> String {
+    values.text("PostgresPort")
 }
 
 const PORT: Kind = Kind::Int { min: 1, max: 65535 };
@@ -151,6 +156,14 @@ pub const VARS: &[Var] = &[
         default: Default::Text("/etc/pgdog/certs/tls.key"),
         help: "client TLS private key (when TLSEnabled)",
     },
+    Var {
+        name: "ListenHost",
+        flag: "listen-host",
+        env: "PGDOG_HOST",
+        kind: Kind::Host,
+        default: Default::Text("0.0.0.0"),
+        help: "address the router listens on ([general] host)",
+    },
     Var { name: "Port", flag: "port", env: "PGDOG_PORT", kind: PORT, default: Default::Int(5432), help: "client port" },
     Var {
         name: "AdminPort",
@@ -190,7 +203,15 @@ pub const VARS: &[Var] = &[
         env: "PGDOG_POSTGRES_PORT",
         kind: PORT,
         default: Default::Int(5432),
-        help: "PostgreSQL port on the primary and replica",
+        help: "PostgreSQL port on the primary (and the replica unless ReplicaPort is set)",
+    },
+    Var {
+        name: "ReplicaPort",
+        flag: "replica-port",
+        env: "PGDOG_REPLICA_PORT",
+        kind: PORT,
+        default: Default::Derived("<PostgresPort>", postgres_port),
+        help: "PostgreSQL port on the replica",
     },
     Var {
         name: "LogLevel",
@@ -230,12 +251,61 @@ pub fn find(name: &str) -> Option<&'static Var> {
     VARS.iter().find(|v| v.name == name)
 }
 
+/// One field of a list variable's items: `{{range .ShardedTables}}{{.Name}}`.
+pub struct Field {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// An optional field left out of an item is `nil` in the template (false
+    /// in `{{if}}`).
+    pub required: bool,
+}
+
+/// A variable holding a list of items, set only by the values file (an array
+/// of tables); empty by default.
+pub struct ListVar {
+    pub name: &'static str,
+    pub fields: &'static [Field],
+    /// Items must differ in this field.
+    pub unique: &'static str,
+    pub help: &'static str,
+}
+
+pub const LIST_VARS: &[ListVar] = &[ListVar {
+    name: "ShardedTables",
+    fields: &[
+        Field { name: "Name", kind: Kind::Text, required: true },
+        Field { name: "Column", kind: Kind::Text, required: true },
+        Field { name: "Shards", kind: Kind::Int { min: 1, max: 1024 }, required: false },
+    ],
+    unique: "Name",
+    help: "[[sharding.tables]] entries: Name (table), Column (sharding key), Shards (1..=1024, optional; \
+           default ShardCount)",
+}];
+
+pub fn find_list(name: &str) -> Option<&'static ListVar> {
+    LIST_VARS.iter().find(|v| v.name == name)
+}
+
+impl ListVar {
+    pub fn field(&self, name: &str) -> Option<&'static Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    pub fn field_names(&self) -> String {
+        self.fields.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// One item of a list variable: field name → value (optional fields may be absent).
+pub type Item = BTreeMap<&'static str, Value>;
+
 /// A resolved value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Text(String),
     Int(i64),
     Bool(bool),
+    List(Vec<Item>),
 }
 
 impl fmt::Display for Value {
@@ -244,6 +314,14 @@ impl fmt::Display for Value {
             Value::Text(s) => f.write_str(s),
             Value::Int(n) => write!(f, "{n}"),
             Value::Bool(b) => write!(f, "{b}"),
+            Value::List(items) => {
+                f.write_str("[")?;
+                for (i, item) in items.iter().enumerate() {
+                    let fields: Vec<String> = item.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    write!(f, "{}{{{}}}", if i == 0 { "" } else { ", " }, fields.join(" "))?;
+                }
+                f.write_str("]")
+            }
         }
     }
 }
@@ -297,8 +375,13 @@ fn allowed(kind: Kind) -> String {
 
 /// Parse and check `raw` for `var`.
 pub fn parse_value(var: &Var, raw: &str) -> Result<Value, String> {
+    parse_kind(var.kind, raw)
+}
+
+/// Parse and check `raw` as a value of `kind`.
+fn parse_kind(kind: Kind, raw: &str) -> Result<Value, String> {
     let raw = raw.trim();
-    let ok = match var.kind {
+    let ok = match kind {
         Kind::Text => !raw.is_empty() && !raw.chars().any(|c| c == '"' || c == '\\' || c.is_control()),
         Kind::Host => {
             !raw.is_empty() && raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
@@ -306,14 +389,14 @@ pub fn parse_value(var: &Var, raw: &str) -> Result<Value, String> {
         Kind::Int { min, max } => {
             return match raw.parse::<i64>() {
                 Ok(n) if (min..=max).contains(&n) => Ok(Value::Int(n)),
-                _ => Err(format!("{raw:?} is not {}", allowed(var.kind))),
+                _ => Err(format!("{raw:?} is not {}", allowed(kind))),
             };
         }
         Kind::Bool => {
             return match raw.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" => Ok(Value::Bool(true)),
                 "false" | "0" | "no" => Ok(Value::Bool(false)),
-                _ => Err(format!("{raw:?} is not {}", allowed(var.kind))),
+                _ => Err(format!("{raw:?} is not {}", allowed(kind))),
             };
         }
         Kind::Choice(options) => options.contains(&raw),
@@ -321,7 +404,7 @@ pub fn parse_value(var: &Var, raw: &str) -> Result<Value, String> {
     if ok {
         Ok(Value::Text(raw.to_string()))
     } else {
-        Err(format!("{raw:?} is not {}", allowed(var.kind)))
+        Err(format!("{raw:?} is not {}", allowed(kind)))
     }
 }
 
@@ -330,16 +413,38 @@ fn default_value(var: &Var, resolved: &Values) -> Value {
         Default::Text(s) => Value::Text(s.to_string()),
         Default::Int(n) => Value::Int(n),
         Default::Bool(b) => Value::Bool(b),
-        Default::Derived(_, derive) => Value::Text(derive(resolved)),
+        // Typed like the variable (ReplicaPort follows PostgresPort as a number).
+        Default::Derived(_, derive) => {
+            let text = derive(resolved);
+            parse_value(var, &text).unwrap_or(Value::Text(text))
+        }
     }
 }
 
-/// Resolve every variable. `flags` and `file` are keyed by variable name.
+/// What a values file sets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileValues {
+    /// Variable name → raw value.
+    pub scalars: BTreeMap<String, String>,
+    /// List variable name → checked `Value::List`.
+    pub lists: BTreeMap<&'static str, Value>,
+}
+
+impl From<BTreeMap<String, String>> for FileValues {
+    fn from(scalars: BTreeMap<String, String>) -> Self {
+        FileValues { scalars, lists: BTreeMap::new() }
+    }
+}
+
+/// Resolve every variable. `flags` and `file.scalars` are keyed by variable
+/// name; list variables come from `file.lists` or are empty.
 pub fn resolve(
     flags: &BTreeMap<String, String>,
     env: &dyn Fn(&str) -> Option<String>,
-    file: &BTreeMap<String, String>,
+    file: &FileValues,
 ) -> Result<Values, VarError> {
+    let lists = &file.lists;
+    let file = &file.scalars;
     let mut values = Values::default();
     for var in VARS {
         let env_value = env(var.env).filter(|v| !v.trim().is_empty());
@@ -365,12 +470,16 @@ pub fn resolve(
             )));
         }
     }
+    for list in LIST_VARS {
+        values.0.insert(list.name, lists.get(list.name).cloned().unwrap_or(Value::List(Vec::new())));
+    }
     Ok(values)
 }
 
-/// Read a values file (`.toml`, `.json`, `.yaml`/`.yml`) into variable name →
-/// raw value. Keys must be variable names; values must be scalars.
-pub fn parse_values_file(name: &str, text: &str) -> Result<BTreeMap<String, String>, VarError> {
+/// Read a values file (`.toml`, `.json`, `.yaml`/`.yml`). Keys must be
+/// variable names; values must be scalars, except list variables, which are
+/// arrays of tables whose items are checked here.
+pub fn parse_values_file(name: &str, text: &str) -> Result<FileValues, VarError> {
     let err = |msg: String| VarError(format!("values file {name}: {msg}"));
     let lower = name.to_ascii_lowercase();
     let json: serde_json::Value = if lower.ends_with(".json") {
@@ -386,21 +495,68 @@ pub fn parse_values_file(name: &str, text: &str) -> Result<BTreeMap<String, Stri
     let serde_json::Value::Object(map) = json else {
         return Err(err("expected a table of variable = value".into()));
     };
-    let mut out = BTreeMap::new();
+    let mut out = FileValues::default();
     for (key, value) in map {
+        if let Some(list) = find_list(&key) {
+            out.lists.insert(list.name, parse_list(list, value).map_err(err)?);
+            continue;
+        }
         if find(&key).is_none() {
-            let known: Vec<&str> = VARS.iter().map(|v| v.name).collect();
+            let known: Vec<&str> = VARS.iter().map(|v| v.name).chain(LIST_VARS.iter().map(|v| v.name)).collect();
             return Err(err(format!("unknown variable {key:?} (expected one of: {})", known.join(", "))));
         }
-        let raw = match value {
-            serde_json::Value::String(s) => s,
-            serde_json::Value::Number(n) => n.to_string(),
-            serde_json::Value::Bool(b) => b.to_string(),
-            other => return Err(err(format!("{key}: expected a string, number or boolean, got {other}"))),
-        };
-        out.insert(key, raw);
+        let raw = scalar(value).ok_or_else(|| err(format!("{key}: expected a string, number or boolean")))?;
+        out.scalars.insert(key, raw);
     }
     Ok(out)
+}
+
+fn scalar(value: serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// An array of tables for `list`: known fields only, required ones present,
+/// every value checked, the `unique` field distinct.
+fn parse_list(list: &ListVar, value: serde_json::Value) -> Result<Value, String> {
+    let serde_json::Value::Array(entries) = value else {
+        return Err(format!(
+            "{}: expected an array of tables with {} ([[{}]] in TOML)",
+            list.name,
+            list.field_names(),
+            list.name
+        ));
+    };
+    let mut items = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let at = format!("{}[{index}]", list.name);
+        let serde_json::Value::Object(entry) = entry else {
+            return Err(format!("{at}: expected a table with {}", list.field_names()));
+        };
+        let mut item = Item::new();
+        for (key, value) in entry {
+            let field = list
+                .field(&key)
+                .ok_or_else(|| format!("{at}: unknown field {key:?} (expected one of: {})", list.field_names()))?;
+            let raw = scalar(value).ok_or_else(|| format!("{at}.{key}: expected a string, number or boolean"))?;
+            let value = parse_kind(field.kind, &raw).map_err(|why| format!("{at}.{key}: {why}"))?;
+            item.insert(field.name, value);
+        }
+        if let Some(missing) = list.fields.iter().find(|f| f.required && !item.contains_key(f.name)) {
+            return Err(format!("{at}: {} is required", missing.name));
+        }
+        if let Some(key) = item.get(list.unique) {
+            if let Some(first) = items.iter().position(|other: &Item| other.get(list.unique) == Some(key)) {
+                return Err(format!("{at}: {} \"{key}\" is already used by {}[{first}]", list.unique, list.name));
+            }
+        }
+        items.push(item);
+    }
+    Ok(Value::List(items))
 }
 
 #[cfg(test)]
@@ -417,14 +573,17 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let values = resolve(&BTreeMap::new(), &no_env, &BTreeMap::new()).unwrap();
+        let values = resolve(&BTreeMap::new(), &no_env, &FileValues::default()).unwrap();
         assert_eq!(values.text("ClusterName"), "default");
         assert_eq!(values.text("Namespace"), "orochi-cloud");
         assert_eq!(values.get("ShardCount"), Some(&Value::Int(32)));
         assert_eq!(values.get("TLSEnabled"), Some(&Value::Bool(false)));
         assert_eq!(values.text("PrimaryHost"), "default-rw.orochi-cloud.svc.cluster.local");
         assert_eq!(values.text("ReplicaHost"), "default-ro.orochi-cloud.svc.cluster.local");
-        assert_eq!(values.0.len(), VARS.len());
+        assert_eq!(values.text("ListenHost"), "0.0.0.0");
+        assert_eq!(values.get("ReplicaPort"), Some(&Value::Int(5432)));
+        assert_eq!(values.get("ShardedTables"), Some(&Value::List(Vec::new())));
+        assert_eq!(values.0.len(), VARS.len() + LIST_VARS.len());
     }
 
     #[test]
@@ -436,7 +595,7 @@ mod tests {
         };
         let flags = map(&[("ClusterName", "from-flag")]);
         let file = map(&[("ClusterName", "from-file"), ("Namespace", "ns-file"), ("ShardCount", "8")]);
-        let values = resolve(&flags, &env, &file).unwrap();
+        let values = resolve(&flags, &env, &file.into()).unwrap();
         assert_eq!(values.text("ClusterName"), "from-flag");
         assert_eq!(values.text("Namespace"), "ns-env");
         assert_eq!(values.get("ShardCount"), Some(&Value::Int(8)));
@@ -448,7 +607,7 @@ mod tests {
     #[test]
     fn empty_env_counts_as_unset() {
         let env = |name: &str| (name == "SHARD_COUNT").then(|| " ".to_string());
-        let values = resolve(&BTreeMap::new(), &env, &map(&[("ShardCount", "4")])).unwrap();
+        let values = resolve(&BTreeMap::new(), &env, &map(&[("ShardCount", "4")]).into()).unwrap();
         assert_eq!(values.get("ShardCount"), Some(&Value::Int(4)));
     }
 
@@ -461,36 +620,103 @@ mod tests {
             ("PoolMode", "bogus", "transaction, session, statement"),
             ("TLSEnabled", "maybe", "true or false"),
             ("Port", "70000", "1..=65535"),
+            ("ReplicaPort", "0", "1..=65535"),
+            ("ListenHost", "0.0.0.0/0", "letters, digits"),
             ("ClusterName", "a b", "letters, digits"),
             ("DatabaseName", "x\"y", "without quotes"),
         ];
         for (name, raw, expect) in cases {
-            let err = resolve(&map(&[(name, raw)]), &no_env, &BTreeMap::new()).unwrap_err().to_string();
+            let err = resolve(&map(&[(name, raw)]), &no_env, &FileValues::default()).unwrap_err().to_string();
             assert!(err.starts_with(name), "{err}");
             assert!(err.contains(expect), "{err}");
         }
         let env = |name: &str| (name == "SHARD_COUNT").then(|| "0".to_string());
-        let err = resolve(&BTreeMap::new(), &env, &BTreeMap::new()).unwrap_err().to_string();
+        let err = resolve(&BTreeMap::new(), &env, &FileValues::default()).unwrap_err().to_string();
         assert!(err.contains("ShardCount (from environment variable SHARD_COUNT)"), "{err}");
     }
 
     #[test]
     fn min_above_max() {
-        let err =
-            resolve(&map(&[("MinPoolSize", "20"), ("MaxPoolSize", "10")]), &no_env, &BTreeMap::new()).unwrap_err();
+        let err = resolve(&map(&[("MinPoolSize", "20"), ("MaxPoolSize", "10")]), &no_env, &FileValues::default())
+            .unwrap_err();
         assert!(err.to_string().contains("MinPoolSize"), "{err}");
     }
 
     #[test]
     fn values_files() {
         let toml = parse_values_file("v.toml", "ClusterName = \"c\"\nShardCount = 4\nTLSEnabled = true\n").unwrap();
-        assert_eq!(toml, map(&[("ClusterName", "c"), ("ShardCount", "4"), ("TLSEnabled", "true")]));
+        assert_eq!(toml, map(&[("ClusterName", "c"), ("ShardCount", "4"), ("TLSEnabled", "true")]).into());
         let json = parse_values_file("v.json", r#"{"ClusterName": "c", "ShardCount": 4}"#).unwrap();
-        assert_eq!(json, map(&[("ClusterName", "c"), ("ShardCount", "4")]));
+        assert_eq!(json, map(&[("ClusterName", "c"), ("ShardCount", "4")]).into());
         let yaml = parse_values_file("v.yaml", "ClusterName: c\nShardCount: 4\n").unwrap();
-        assert_eq!(yaml, map(&[("ClusterName", "c"), ("ShardCount", "4")]));
+        assert_eq!(yaml, map(&[("ClusterName", "c"), ("ShardCount", "4")]).into());
+        let err = parse_values_file("v.toml", "ClusterName = [1]\n").unwrap_err().to_string();
+        assert!(err.contains("ClusterName: expected a string, number or boolean"), "{err}");
         let err = parse_values_file("v.toml", "Nope = 1\n").unwrap_err().to_string();
         assert!(err.contains("unknown variable \"Nope\""), "{err}");
         assert!(parse_values_file("v.ini", "").is_err());
+    }
+
+    #[test]
+    fn replica_port_follows_postgres_port() {
+        let values = resolve(&map(&[("PostgresPort", "5433")]), &no_env, &FileValues::default()).unwrap();
+        assert_eq!(values.get("ReplicaPort"), Some(&Value::Int(5433)));
+        let flags = map(&[("PostgresPort", "5433"), ("ReplicaPort", "5434")]);
+        let values = resolve(&flags, &no_env, &FileValues::default()).unwrap();
+        assert_eq!(values.get("ReplicaPort"), Some(&Value::Int(5434)));
+        let env = |name: &str| (name == "PGDOG_REPLICA_PORT").then(|| "6000".to_string());
+        let values = resolve(&BTreeMap::new(), &env, &FileValues::default()).unwrap();
+        assert_eq!(values.get("ReplicaPort"), Some(&Value::Int(6000)));
+    }
+
+    fn table(pairs: &[(&'static str, Value)]) -> Item {
+        pairs.iter().cloned().collect()
+    }
+
+    #[test]
+    fn sharded_tables_in_every_format() {
+        let expect = Value::List(vec![
+            table(&[("Name", Value::Text("orders".into())), ("Column", Value::Text("customer_id".into()))]),
+            table(&[
+                ("Name", Value::Text("items".into())),
+                ("Column", Value::Text("customer_id".into())),
+                ("Shards", Value::Int(8)),
+            ]),
+        ]);
+        let toml = "ShardCount = 4\n[[ShardedTables]]\nName = \"orders\"\nColumn = \"customer_id\"\n\
+                    [[ShardedTables]]\nName = \"items\"\nColumn = \"customer_id\"\nShards = 8\n";
+        let json = r#"{"ShardedTables": [{"Name": "orders", "Column": "customer_id"},
+                      {"Name": "items", "Column": "customer_id", "Shards": "8"}]}"#;
+        let yaml = "ShardedTables:\n  - Name: orders\n    Column: customer_id\n  - Name: items\n    Column: customer_id\n    Shards: 8\n";
+        for (name, text) in [("v.toml", toml), ("v.json", json), ("v.yaml", yaml)] {
+            let file = parse_values_file(name, text).unwrap();
+            assert_eq!(file.lists.get("ShardedTables"), Some(&expect), "{name}");
+            let values = resolve(&BTreeMap::new(), &no_env, &file).unwrap();
+            assert_eq!(values.get("ShardedTables"), Some(&expect), "{name}");
+        }
+    }
+
+    #[test]
+    fn sharded_table_errors_name_item_and_field() {
+        let cases = [
+            ("ShardedTables = \"orders\"\n", "ShardedTables: expected an array of tables"),
+            ("ShardedTables = [1]\n", "ShardedTables[0]: expected a table"),
+            ("[[ShardedTables]]\nName = \"a\"\n", "ShardedTables[0]: Column is required"),
+            ("[[ShardedTables]]\nName = \"a\"\nColumn = \"c\"\nshards = 2\n", "unknown field \"shards\""),
+            (
+                "[[ShardedTables]]\nName = \"a\"\nColumn = \"c\"\nShards = 0\n",
+                "ShardedTables[0].Shards: \"0\" is not an integer in 1..=1024",
+            ),
+            ("[[ShardedTables]]\nName = \"a\\\"b\"\nColumn = \"c\"\n", "ShardedTables[0].Name:"),
+            (
+                "[[ShardedTables]]\nName = \"a\"\nColumn = \"c\"\n[[ShardedTables]]\nName = \"a\"\nColumn = \"d\"\n",
+                "ShardedTables[1]: Name \"a\" is already used by ShardedTables[0]",
+            ),
+        ];
+        for (text, expect) in cases {
+            let err = parse_values_file("v.toml", text).unwrap_err().to_string();
+            assert!(err.starts_with("values file v.toml: "), "{err}");
+            assert!(err.contains(expect), "{expect} in {err}");
+        }
     }
 }

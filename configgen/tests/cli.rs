@@ -211,3 +211,62 @@ fn help_lists_variables_defaults_and_env() {
     let out = run(&["-help"], &[]);
     assert!(out.status.success());
 }
+
+#[test]
+fn replica_port_and_listen_host() {
+    let out = ok(run(&["-template", "config/pgdog.toml.tmpl", "-postgres-port", "5433"], &[]));
+    assert_eq!(out.matches("port = 5433\n").count(), 2, "replica follows PostgresPort: {out}");
+    let out = ok(run(
+        &["-template", "config/pgdog.toml.tmpl", "-postgres-port", "5433", "-listen-host", "127.0.0.1"],
+        &[("PGDOG_REPLICA_PORT", "6543")],
+    ));
+    assert!(out.contains("host = \"127.0.0.1\"\nport = 5432\n"), "{out}");
+    assert!(out.contains("port = 5433\nrole = \"primary\""), "{out}");
+    assert!(out.contains("port = 6543\nrole = \"replica\""), "{out}");
+    let out = run(&["-template", "config/pgdog.toml.tmpl", "-replica-port", "65536"], &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("ReplicaPort (from flag -replica-port): \"65536\" is not an integer in 1..=65535"));
+}
+
+#[test]
+fn sharded_tables_from_values_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.json");
+    std::fs::write(
+        &values,
+        r#"{"ShardCount": 16, "ShardedTables": [{"Name": "users", "Column": "id"}, {"Name": "events", "Column": "user_id", "Shards": 8}]}"#,
+    )
+    .unwrap();
+    let output = dir.path().join("pgdog.toml");
+    ok(run(&["-template", "config/pgdog.toml.tmpl", "-values", s(&values), "-output", s(&output)], &[]));
+    let text = std::fs::read_to_string(&output).unwrap();
+    assert!(
+        text.ends_with(
+            "default_shard_count = 16\nsharding_function = \"postgres_hash\"\n\n[[sharding.tables]]\nname = \"users\"\n\
+             column = \"id\"\n\n[[sharding.tables]]\nname = \"events\"\ncolumn = \"user_id\"\nshards = 8\n"
+        ),
+        "{text}"
+    );
+    assert!(ok(run(&["--check", s(&output)], &[])).contains(": ok"));
+
+    // A bad item names the item and field, and nothing is written.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "ShardedTables:\n  - Name: users\n    Column: id\n    Shards: 2048\n").unwrap();
+    let output = dir.path().join("bad.toml");
+    let out = run(&["-template", "config/pgdog.toml.tmpl", "-values", s(&bad), "-output", s(&output)], &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("ShardedTables[0].Shards: \"2048\" is not an integer in 1..=1024"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!output.exists());
+
+    // A template using an item field that does not exist.
+    let template = dir.path().join("tables.toml.tmpl");
+    std::fs::write(&template, "{{range .ShardedTables}}\nname = \"{{.Table}}\"\n{{end}}\n").unwrap();
+    let out = run(&["-template", s(&template), "-values", s(&values)], &[]);
+    assert!(!out.status.success());
+    let expect = format!("template {}:2: unknown field .Table of ShardedTables items", template.display());
+    assert!(stderr(&out).contains(&expect), "{}", stderr(&out));
+}

@@ -12,6 +12,7 @@
 //!
 //! Environment knobs:
 //! * `PGDOG_ROUTER_BIN`: router binary to run instead of building one;
+//! * `PGDOG_CONFIG_GEN_BIN`: the same for `pgdog-config-gen`;
 //! * `PGDOG_TEST_LOG`: router log level (default `info`);
 //! * `PGDOG_TEST_PG_BIN`: PostgreSQL bin directory (default: `pg_config
 //!   --bindir`, then the newest `/usr/lib/postgresql/*/bin`).
@@ -34,7 +35,7 @@ pub use cluster::{shared_cluster, PgCluster};
 pub use http::{http, http_get, HttpResponse};
 pub use pgbench::{pgbench_summary, pgbench_transcript, PgbenchSummary};
 pub use ports::free_port;
-pub use router::{default_users, psql_tcp, router_bin, router_config, RouterProcess};
+pub use router::{config_gen_bin, default_users, psql_tcp, router_bin, router_config, workspace_dir, RouterProcess};
 pub use sys::pg_bin_dir;
 pub use tls::{self_signed_cert, TestCa};
 

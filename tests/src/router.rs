@@ -2,7 +2,8 @@
 //!
 //! The binary is rebuilt once per test process (cargo makes that a no-op when
 //! nothing changed) so a test never exercises a stale build; set
-//! `PGDOG_ROUTER_BIN` to skip the build and use a given binary.
+//! `PGDOG_ROUTER_BIN` to skip the build and use a given binary. The same goes
+//! for `pgdog-config-gen` ([`config_gen_bin`], `PGDOG_CONFIG_GEN_BIN`).
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -30,30 +31,45 @@ pub fn router_bin() -> PathBuf {
         return PathBuf::from(bin);
     }
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match BUILT.get_or_init(build_router) {
+    match BUILT.get_or_init(|| build_package("pgdog-router", "pgdog-router")) {
         Ok(path) => path.clone(),
         Err(msg) => panic!("{msg}"),
     }
 }
 
-fn workspace_dir() -> &'static Path {
+/// The `pgdog-config-gen` binary, built on first use like [`router_bin`];
+/// `PGDOG_CONFIG_GEN_BIN` skips the build.
+pub fn config_gen_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("PGDOG_CONFIG_GEN_BIN") {
+        return PathBuf::from(bin);
+    }
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BUILT.get_or_init(|| build_package("pgdog-config-gen", "pgdog-config-gen")) {
+        Ok(path) => path.clone(),
+        Err(msg) => panic!("{msg}"),
+    }
+}
+
+/// The workspace root (where `config/` and the templates are).
+pub fn workspace_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests crate lives inside the workspace")
 }
 
-fn build_router() -> Result<PathBuf, String> {
+/// `cargo build -p package` in the workspace; the path of binary `bin`.
+fn build_package(package: &str, bin: &str) -> Result<PathBuf, String> {
     let workspace = workspace_dir();
     // `cargo test` sets CARGO to the cargo that is running us, so the nested
     // build uses the same toolchain.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(&cargo)
-        .args(["build", "-p", "pgdog-router"])
+        .args(["build", "-p", package])
         .current_dir(workspace)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run {cargo:?} to build pgdog-router: {e}"))?;
+        .map_err(|e| format!("cannot run {cargo:?} to build {package}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "`cargo build -p pgdog-router` failed ({}):\n{}",
+            "`cargo build -p {package}` failed ({}):\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         ));
@@ -64,7 +80,7 @@ fn build_router() -> Result<PathBuf, String> {
         .map(PathBuf::from)
         .map(|dir| if dir.is_absolute() { dir } else { workspace.join(dir) })
         .unwrap_or_else(|| workspace.join("target"));
-    let bin = target.join("debug").join("pgdog-router");
+    let bin = target.join("debug").join(bin);
     if !bin.exists() {
         return Err(format!("cargo build succeeded but {} does not exist", bin.display()));
     }
@@ -111,7 +127,8 @@ impl RouterProcess {
         RouterProcess::spawn_with_env(config_toml, users_toml, &[])
     }
 
-    /// [`RouterProcess::start`] with extra environment variables for the router.
+    /// [`RouterProcess::start`] with extra environment variables for the
+    /// router, e.g. the one a `password_env` key names.
     pub fn start_with_env(config_toml: &str, users_toml: &str, env: &[(&str, &str)]) -> RouterProcess {
         let mut router = RouterProcess::spawn_with_env(config_toml, users_toml, env);
         if let Err(msg) = router.wait_ready(START_TIMEOUT) {
@@ -146,6 +163,7 @@ impl RouterProcess {
             .arg("--users")
             .arg(dir.path().join("users.toml"))
             .env("PGDOG_LOG_LEVEL", level)
+            .envs(env.iter().copied())
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(log)
