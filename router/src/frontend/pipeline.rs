@@ -56,23 +56,47 @@ pub enum Step {
 }
 
 /// The replies owed for requests sent on one server connection.
+///
+/// Simple queries sent while nothing else is owed are only counted, not
+/// queued: their replies end at ReadyForQuery and need no accounting
+/// unless a request the router rewrites comes after them, and then they
+/// are queued first. So a client that never prepares pays nothing here.
 #[derive(Debug, Default)]
 pub struct Pipeline {
     queue: VecDeque<Expect>,
+    /// Simple queries (and function calls) owed a reply, all before
+    /// anything in `queue`.
+    counted: u32,
 }
 
 impl Pipeline {
     #[inline]
     pub fn push(&mut self, expect: Expect) {
+        if self.queue.is_empty() {
+            for _ in 0..std::mem::take(&mut self.counted) {
+                self.queue.push_back(Expect::Forward(Reply::ReadyForQuery));
+            }
+        }
         self.queue.push_back(expect);
     }
 
+    /// A simple Query or FunctionCall, forwarded as it is.
+    #[inline]
+    pub fn push_query(&mut self) {
+        if self.queue.is_empty() {
+            self.counted += 1;
+        } else {
+            self.queue.push_back(Expect::Forward(Reply::ReadyForQuery));
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.queue.is_empty() && self.counted == 0
     }
 
     pub fn clear(&mut self) {
         self.queue.clear();
+        self.counted = 0;
     }
 
     /// Whether some owed reply is not a plain forward: while none is, the
@@ -97,8 +121,19 @@ impl Pipeline {
 
     /// Accounts for one server message by its tag and says whether the
     /// client gets it. Parse outcomes update `statements`.
-    #[inline]
+    #[inline(always)]
     pub fn on_server(&mut self, tag: u8, statements: &mut ServerStatements) -> Step {
+        if self.queue.is_empty() {
+            if tag == b'Z' {
+                self.counted = self.counted.saturating_sub(1);
+            }
+            return Step::Forward;
+        }
+        self.on_server_queued(tag, statements)
+    }
+
+    #[inline(never)]
+    fn on_server_queued(&mut self, tag: u8, statements: &mut ServerStatements) -> Step {
         match tag {
             // Rows and COPY data never end a reply and are never the router's.
             // Asynchronous: notices, notifications, parameter changes.
@@ -230,6 +265,31 @@ mod tests {
             steps,
             vec![(b't', Step::Forward), (b'n', Step::Forward), (b'3', Step::Drop), (b'T', Step::Forward)]
         );
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn counted_queries_are_queued_before_a_rewritten_request() {
+        let mut p = Pipeline::default();
+        let mut s = ServerStatements::default();
+        p.push_query();
+        p.push_query();
+        assert!(!p.is_empty());
+        // The first query's reply passes without queueing anything.
+        assert_eq!(
+            run(&mut p, &mut s, b"TDCZ"),
+            vec![(b'T', Step::Forward), (b'D', Step::Forward), (b'C', Step::Forward), (b'Z', Step::Forward)]
+        );
+        // A rewritten request arrives while the second is still owed.
+        s.begin(9);
+        p.push(Expect::Injected(Reply::Parse(Some(9))));
+        p.push(Expect::Forward(Reply::Bind));
+        p.push(Expect::Forward(Reply::ReadyForQuery));
+        p.push_query();
+        // The second query's reply, then the injected Parse's is dropped.
+        assert_eq!(run(&mut p, &mut s, b"CZ"), vec![(b'C', Step::Forward), (b'Z', Step::Forward)]);
+        assert_eq!(p.on_server(b'1', &mut s), Step::Drop);
+        assert_eq!(run(&mut p, &mut s, b"2ZCZ").len(), 4);
         assert!(p.is_empty());
     }
 

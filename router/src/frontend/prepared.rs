@@ -191,7 +191,8 @@ impl Rewriter<'_> {
 pub fn note(pipeline: &mut Pipeline, tag: u8) {
     let reply = match tag {
         b'E' => Reply::Execute,
-        b'S' | b'Q' | b'F' => Reply::ReadyForQuery,
+        b'Q' | b'F' => return pipeline.push_query(),
+        b'S' => Reply::ReadyForQuery,
         b'P' => Reply::Parse(None),
         b'B' => Reply::Bind,
         b'C' => Reply::Close,
