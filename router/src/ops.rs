@@ -69,6 +69,15 @@ fn bind(service: Service, addr: String) -> Result<(Service, String, std::net::Tc
     }
 }
 
+/// Whether two `host:port` texts name the same socket address
+/// (`localhost:6432` and `127.0.0.1:6432` do): binding the second while the
+/// first is open would fail, and is not needed.
+fn same_address(a: &str, b: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let first = |addr: &str| addr.to_socket_addrs().ok().and_then(|mut a| a.next());
+    a == b || first(a).is_some_and(|x| Some(x) == first(b))
+}
+
 /// The three listeners, bound and not serving yet (start-up).
 pub struct Bound(Vec<(Service, String, std::net::TcpListener)>);
 
@@ -117,7 +126,7 @@ impl Listeners {
         let mut moved = Vec::new();
         for service in Service::ALL {
             let addr = service.address(config);
-            if self.running.iter().any(|r| r.service == service && r.addr == addr) {
+            if self.running.iter().any(|r| r.service == service && same_address(&r.addr, &addr)) {
                 continue;
             }
             let (service, addr, std) = bind(service, addr)?;
@@ -152,5 +161,19 @@ impl Listeners {
             Service::Api => self.handle.spawn(crate::http::api::serve(shared, listener)),
         };
         self.running.push(Running { service, addr, accept: task.abort_handle() });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_address;
+
+    #[test]
+    fn same_address_compares_what_names_resolve_to() {
+        assert!(same_address("127.0.0.1:6432", "127.0.0.1:6432"));
+        assert!(!same_address("127.0.0.1:6432", "127.0.0.1:6433"));
+        assert!(!same_address("127.0.0.1:6432", "0.0.0.0:6432"));
+        // Unresolvable text is compared as text.
+        assert!(!same_address("no such host:1", "127.0.0.1:1"));
     }
 }
