@@ -106,6 +106,7 @@ ListenHost = "127.0.0.1"
 Port = $PORT
 AdminPort = $ADMIN_PORT
 MetricsPort = $METRICS_PORT
+ApiPort = $API_PORT
 PrimaryHost = "127.0.0.1"
 PostgresPort = $PRIMARY_PORT
 ReplicaHost = "127.0.0.1"
@@ -114,20 +115,20 @@ PoolMode = "transaction"
 MaxPoolSize = 20
 AppUser = "pgdog"
 AppPasswordEnv = "PGDOG_APP_PASSWORD"
+# The local user may use the admin console too (psql -p AdminPort -U pgdog).
+AdminUsers = "pgdog"
 VALUES
 
 config_gen() {
     env -u CLUSTER_NAME -u NAMESPACE -u DATABASE_NAME -u PGDOG_HOST -u PRIMARY_HOST -u REPLICA_HOST \
         -u PGDOG_POSTGRES_PORT -u PGDOG_REPLICA_PORT -u APP_USER -u APP_PASSWORD_ENV -u PGDOG_LOG_LEVEL \
-        PGDOG_PORT="$PORT" PGDOG_ADMIN_PORT="$ADMIN_PORT" PGDOG_METRICS_PORT="$METRICS_PORT" \
+        -u ADMIN_USERS \
+        PGDOG_PORT="$PORT" PGDOG_ADMIN_PORT="$ADMIN_PORT" PGDOG_METRICS_PORT="$METRICS_PORT" PGDOG_API_PORT="$API_PORT" \
         "$GEN" -values "$ROOT/.run/values.toml" "$@"
 }
 config_gen -template "$ROOT/config/pgdog.toml.tmpl" -output "$ROOT/.run/pgdog.toml"
 config_gen -template "$ROOT/config/users.toml.tmpl" -output "$ROOT/.run/users.toml" -config "$ROOT/.run/pgdog.toml"
 echo "configuration: .run/pgdog.toml and .run/users.toml, rendered by pgdog-config-gen from .run/values.toml"
-# The templates render no [admin] section: let the local user into the
-# admin console (psql -p $ADMIN_PORT -U pgdog), as the echo below says.
-printf '\n[admin]\nadmin_users = ["pgdog"]\n' >>"$ROOT/.run/pgdog.toml"
 
 echo
 echo "pgdog-router on 127.0.0.1:$PORT — connect with:"

@@ -324,6 +324,7 @@ fn to_gtmpl(name: &str, value: &Value) -> gtmpl::Value {
         Value::Text(s) => gtmpl::Value::from(s.as_str()),
         Value::Int(n) => gtmpl::Value::from(*n),
         Value::Bool(b) => gtmpl::Value::from(*b),
+        Value::Names(names) => gtmpl::Value::Array(names.iter().map(|n| gtmpl::Value::from(n.as_str())).collect()),
         Value::List(items) => {
             let fields: Vec<&str> = match vars::find_list(name) {
                 Some(list) => list.fields.iter().map(|f| f.name).collect(),

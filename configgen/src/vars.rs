@@ -22,6 +22,9 @@ pub enum Kind {
     Bool,
     /// One of a fixed set.
     Choice(&'static [&'static str]),
+    /// Distinct `Text` names separated by commas (`a,b`); in a values file
+    /// also an array of strings. A list of strings in templates.
+    Names,
 }
 
 /// A default: a constant, or derived from variables resolved earlier.
@@ -182,6 +185,14 @@ pub const VARS: &[Var] = &[
         help: "metrics port",
     },
     Var {
+        name: "ApiPort",
+        flag: "api-port",
+        env: "PGDOG_API_PORT",
+        kind: PORT,
+        default: Default::Int(8080),
+        help: "HTTP API port ([api] port)",
+    },
+    Var {
         name: "PrimaryHost",
         flag: "primary-host",
         env: "PRIMARY_HOST",
@@ -227,7 +238,15 @@ pub const VARS: &[Var] = &[
         env: "METRICS_PREFIX",
         kind: Kind::Host,
         default: Default::Text("orochi_pgdog"),
-        help: "metrics name prefix (not rendered until the router has [metrics])",
+        help: "[metrics] metric_prefix",
+    },
+    Var {
+        name: "AdminUsers",
+        flag: "admin-users",
+        env: "ADMIN_USERS",
+        kind: Kind::Names,
+        default: Default::Text("pgdog_admin"),
+        help: "[admin] admin_users: users.toml users allowed on the admin console, comma-separated",
     },
     Var {
         name: "AppUser",
@@ -305,6 +324,8 @@ pub enum Value {
     Text(String),
     Int(i64),
     Bool(bool),
+    /// `Kind::Names`.
+    Names(Vec<String>),
     List(Vec<Item>),
 }
 
@@ -314,6 +335,7 @@ impl fmt::Display for Value {
             Value::Text(s) => f.write_str(s),
             Value::Int(n) => write!(f, "{n}"),
             Value::Bool(b) => write!(f, "{b}"),
+            Value::Names(names) => f.write_str(&names.join(",")),
             Value::List(items) => {
                 f.write_str("[")?;
                 for (i, item) in items.iter().enumerate() {
@@ -359,6 +381,7 @@ pub fn allowed_short(kind: Kind) -> Option<String> {
         Kind::Int { min, max } => Some(format!("{min}..={max}")),
         Kind::Choice(options) => Some(options.join("|")),
         Kind::Bool => Some("true|false".into()),
+        Kind::Names => Some("name,...".into()),
         Kind::Text | Kind::Host => None,
     }
 }
@@ -370,6 +393,9 @@ fn allowed(kind: Kind) -> String {
         Kind::Int { min, max } => format!("an integer in {min}..={max}"),
         Kind::Bool => "true or false".into(),
         Kind::Choice(options) => format!("one of {}", options.join(", ")),
+        Kind::Names => "a comma-separated list of distinct names (each non-empty, without quotes, backslashes or \
+                        control characters)"
+            .into(),
     }
 }
 
@@ -381,8 +407,24 @@ pub fn parse_value(var: &Var, raw: &str) -> Result<Value, String> {
 /// Parse and check `raw` as a value of `kind`.
 fn parse_kind(kind: Kind, raw: &str) -> Result<Value, String> {
     let raw = raw.trim();
+    let text_ok = |t: &str| !t.is_empty() && !t.chars().any(|c| c == '"' || c == '\\' || c.is_control());
     let ok = match kind {
-        Kind::Text => !raw.is_empty() && !raw.chars().any(|c| c == '"' || c == '\\' || c.is_control()),
+        Kind::Text => text_ok(raw),
+        Kind::Names => {
+            let mut names: Vec<String> = Vec::new();
+            for (index, name) in raw.split(',').map(str::trim).enumerate() {
+                let why = if !text_ok(name) {
+                    format!("name {} ({name:?}) is empty or has a quote, backslash or control character", index + 1)
+                } else if names.iter().any(|n| n == name) {
+                    format!("{name:?} is listed twice")
+                } else {
+                    names.push(name.to_string());
+                    continue;
+                };
+                return Err(format!("{raw:?} is not {}: {why}", allowed(kind)));
+            }
+            return Ok(Value::Names(names));
+        }
         Kind::Host => {
             !raw.is_empty() && raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
         }
@@ -410,7 +452,8 @@ fn parse_kind(kind: Kind, raw: &str) -> Result<Value, String> {
 
 fn default_value(var: &Var, resolved: &Values) -> Value {
     match var.default {
-        Default::Text(s) => Value::Text(s.to_string()),
+        // Typed like the variable (a list for `Kind::Names`).
+        Default::Text(s) => parse_value(var, s).unwrap_or_else(|_| Value::Text(s.to_string())),
         Default::Int(n) => Value::Int(n),
         Default::Bool(b) => Value::Bool(b),
         // Typed like the variable (ReplicaPort follows PostgresPort as a number).
@@ -470,6 +513,16 @@ pub fn resolve(
             )));
         }
     }
+    // The four listeners share ListenHost (the API's bind defaults to it).
+    const LISTENERS: [&str; 4] = ["Port", "AdminPort", "MetricsPort", "ApiPort"];
+    for (i, name) in LISTENERS.iter().enumerate() {
+        if let Some(first) = LISTENERS[..i].iter().find(|other| values.get(other) == values.get(name)) {
+            return Err(VarError(format!(
+                "{name}: {} is already used by {first} (the router's ports must differ)",
+                values.text(name)
+            )));
+        }
+    }
     for list in LIST_VARS {
         values.0.insert(list.name, lists.get(list.name).cloned().unwrap_or(Value::List(Vec::new())));
     }
@@ -505,7 +558,18 @@ pub fn parse_values_file(name: &str, text: &str) -> Result<FileValues, VarError>
             let known: Vec<&str> = VARS.iter().map(|v| v.name).chain(LIST_VARS.iter().map(|v| v.name)).collect();
             return Err(err(format!("unknown variable {key:?} (expected one of: {})", known.join(", "))));
         }
-        let raw = scalar(value).ok_or_else(|| err(format!("{key}: expected a string, number or boolean")))?;
+        let raw = match (find(&key).map(|v| v.kind), value) {
+            // A list of names may also be an array of strings.
+            (Some(Kind::Names), serde_json::Value::Array(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    serde_json::Value::String(s) if !s.contains(',') => Ok(s),
+                    _ => Err(err(format!("{key}: expected an array of names (strings without commas)"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            (_, value) => scalar(value).ok_or_else(|| err(format!("{key}: expected a string, number or boolean")))?,
+        };
         out.scalars.insert(key, raw);
     }
     Ok(out)
@@ -624,6 +688,13 @@ mod tests {
             ("ListenHost", "0.0.0.0/0", "letters, digits"),
             ("ClusterName", "a b", "letters, digits"),
             ("DatabaseName", "x\"y", "without quotes"),
+            ("ApiPort", "0", "1..=65535"),
+            ("AdminUsers", "a,,b", "name 2 (\"\") is empty"),
+            ("AdminUsers", "a, b ,a", "\"a\" is listed twice"),
+            ("AdminUsers", "ops,x\"y", "comma-separated list of distinct names"),
+            ("AdminUsers", " ", "name 1"),
+            ("AdminPort", "5432", "AdminPort: 5432 is already used by Port"),
+            ("ApiPort", "9090", "ApiPort: 9090 is already used by MetricsPort"),
         ];
         for (name, raw, expect) in cases {
             let err = resolve(&map(&[(name, raw)]), &no_env, &FileValues::default()).unwrap_err().to_string();
@@ -640,6 +711,30 @@ mod tests {
         let err = resolve(&map(&[("MinPoolSize", "20"), ("MaxPoolSize", "10")]), &no_env, &FileValues::default())
             .unwrap_err();
         assert!(err.to_string().contains("MinPoolSize"), "{err}");
+    }
+
+    #[test]
+    fn admin_users_and_api_port() {
+        let values = resolve(&BTreeMap::new(), &no_env, &FileValues::default()).unwrap();
+        assert_eq!(values.get("AdminUsers"), Some(&Value::Names(vec!["pgdog_admin".into()])));
+        assert_eq!(values.get("ApiPort"), Some(&Value::Int(8080)));
+        let env = |name: &str| match name {
+            "ADMIN_USERS" => Some(" ops , pgdog_admin".to_string()),
+            "PGDOG_API_PORT" => Some("8081".to_string()),
+            _ => None,
+        };
+        let values = resolve(&BTreeMap::new(), &env, &FileValues::default()).unwrap();
+        assert_eq!(values.get("AdminUsers"), Some(&Value::Names(vec!["ops".into(), "pgdog_admin".into()])));
+        assert_eq!(values.text("AdminUsers"), "ops,pgdog_admin");
+        assert_eq!(values.get("ApiPort"), Some(&Value::Int(8081)));
+        // A values file may give the list as an array too.
+        let file = parse_values_file("v.toml", "AdminUsers = [\"a\", \"b\"]\n").unwrap();
+        let values = resolve(&BTreeMap::new(), &no_env, &file).unwrap();
+        assert_eq!(values.get("AdminUsers"), Some(&Value::Names(vec!["a".into(), "b".into()])));
+        let err = parse_values_file("v.json", r#"{"AdminUsers": ["a,b"]}"#).unwrap_err().to_string();
+        assert!(err.contains("AdminUsers: expected an array of names"), "{err}");
+        let err = parse_values_file("v.json", r#"{"AdminUsers": [1]}"#).unwrap_err().to_string();
+        assert!(err.contains("AdminUsers: expected an array of names"), "{err}");
     }
 
     #[test]

@@ -184,9 +184,11 @@ fn config_the_router_rejects_is_not_written() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("pgdog.toml");
     std::fs::write(&output, "previous").unwrap();
-    let out = run(&["-template", "config/pgdog.toml.tmpl", "-output", s(&output), "-admin-port", "5432"], &[]);
+    // MetricsPrefix takes host-like names; the router wants a Prometheus name.
+    let out =
+        run(&["-template", "config/pgdog.toml.tmpl", "-output", s(&output), "-metrics-prefix", "edge-router"], &[]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("admin_port"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("metrics.metric_prefix"), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&output).unwrap(), "previous");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 
@@ -269,4 +271,38 @@ fn sharded_tables_from_values_file() {
     assert!(!out.status.success());
     let expect = format!("template {}:2: unknown field .Table of ShardedTables items", template.display());
     assert!(stderr(&out).contains(&expect), "{}", stderr(&out));
+}
+
+#[test]
+fn admin_metrics_and_api_sections() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("pgdog.toml");
+    let env = [("ADMIN_USERS", "ops, pgdog_admin"), ("PGDOG_API_PORT", "8181")];
+    let args = ["-template", "config/pgdog.toml.tmpl", "-output", s(&output), "-metrics-prefix", "edge_router"];
+    ok(run(&args, &env));
+    let text = std::fs::read_to_string(&output).unwrap();
+    for expect in [
+        "[admin]\nadmin_users = [\"ops\", \"pgdog_admin\"]\n",
+        "[metrics]\nmetric_prefix = \"edge_router\"\n",
+        "[api]\nport = 8181\n",
+    ] {
+        assert!(text.contains(expect), "{expect} in {text}");
+    }
+    assert!(ok(run(&["--check", s(&output)], &[])).contains(": ok"));
+    // The flag beats the environment.
+    let out = ok(run(&["-template", "config/pgdog.toml.tmpl", "-admin-users", "root"], &env));
+    assert!(out.contains("admin_users = [\"root\"]\n"), "{out}");
+
+    // Bad lists and clashing ports fail naming the variable; nothing is written.
+    for (args, expect) in [
+        (["-admin-users", "ops,,x"], "AdminUsers (from flag -admin-users): \"ops,,x\" is not a comma-separated list"),
+        (["-admin-users", "ops,ops"], "\"ops\" is listed twice"),
+        (["-api-port", "6432"], "ApiPort: 6432 is already used by AdminPort"),
+        (["-api-port", "65536"], "ApiPort (from flag -api-port): \"65536\" is not an integer in 1..=65535"),
+    ] {
+        let out = run(&[&["-template", "config/pgdog.toml.tmpl", "-output", s(&output)][..], &args[..]].concat(), &[]);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains(expect), "{args:?}: {}", stderr(&out));
+    }
+    assert!(std::fs::read_to_string(&output).unwrap().contains("port = 8181"), "file replaced by a failed run");
 }

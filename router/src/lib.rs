@@ -10,6 +10,8 @@
 //! - `stats/` counters the query path records worker-locally, summed when read.
 //! - `admin/` the admin console (PgBouncer-style SHOW views, RELOAD, PAUSE, ...).
 //! - `http/` Prometheus metrics and the HTTP control API.
+//! - `ops` the admin console, metrics and API listeners, moved by reloads.
+//! - `logging` the log subscriber, whose level reloads change.
 //! - `runtime` wires workers, signals and reload together.
 
 pub mod admin;
@@ -17,7 +19,9 @@ pub mod backend;
 pub mod config;
 pub mod frontend;
 pub mod http;
+pub mod logging;
 pub mod net;
+pub mod ops;
 pub mod protocol;
 pub mod route;
 pub mod runtime;

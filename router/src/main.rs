@@ -32,18 +32,9 @@ fn main() {
         return;
     }
     raise_open_file_limit();
-    // A plain level is a static filter: an EnvFilter asks "does this span
-    // matter?" on every enter, which is every poll of every session.
-    let level = &config.router.general.log_level;
-    match level.parse::<tracing_subscriber::filter::LevelFilter>() {
-        Ok(level) => tracing_subscriber::fmt().with_max_level(level).with_target(false).init(),
-        Err(_) => {
-            let filter = tracing_subscriber::EnvFilter::try_new(level)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-            tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init()
-        }
-    }
-    let code = pgdog_router::runtime::run(config, Some(args.config), Some(args.users));
+    // Reloads change the level through this handle (see `logging`).
+    let log_level = pgdog_router::logging::init(&config.router.general.log_level);
+    let code = pgdog_router::runtime::run(config, Some(args.config), Some(args.users), Some(log_level));
     std::process::exit(code);
 }
 

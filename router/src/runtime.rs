@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_rustls::TlsAcceptor;
@@ -19,7 +19,9 @@ use crate::config::{self, Config, General, PoolSettings};
 use crate::frontend::auth::Credential;
 use crate::frontend::cancel::CancelRegistry;
 use crate::frontend::{listener, tls};
+use crate::logging::{self, LogLevel};
 use crate::net::Keepalive;
+use crate::ops;
 use crate::stats::clients::ClientRegistry;
 use crate::stats::Sampler;
 
@@ -34,6 +36,10 @@ pub enum ReloadError {
     /// The files load but cannot be applied (a TLS file that does not parse).
     #[error("{0}")]
     Apply(String),
+    /// The admin console, metrics or API moves to an address that cannot be
+    /// bound; it keeps listening where it was.
+    #[error("{0}")]
+    Listen(#[from] crate::ops::ListenError),
 }
 
 /// One configuration generation: the config plus everything derived from
@@ -155,6 +161,11 @@ pub struct Shared {
     pub started: SystemTime,
     /// Periodic totals behind SHOW STATS averages.
     pub sampler: Mutex<Sampler>,
+    /// The admin console, metrics and API listeners, which a reload moves.
+    listeners: Mutex<Option<ops::Listeners>>,
+    /// Changes `general.log_level` at reload; unset when the embedding
+    /// process installed its own subscriber.
+    log_level: OnceLock<LogLevel>,
 }
 
 impl Shared {
@@ -180,13 +191,25 @@ impl Shared {
             reload_lock: Mutex::new(()),
             started: SystemTime::now(),
             sampler: Mutex::new(Sampler::default()),
+            listeners: Mutex::new(None),
+            log_level: OnceLock::new(),
         }
+    }
+
+    /// Lets reloads change the log level through `handle`.
+    pub fn set_log_level_handle(&self, handle: LogLevel) {
+        let _ = self.log_level.set(handle);
     }
 
     /// Re-reads both files and swaps in the new snapshot. On error the
     /// running configuration stays and the error goes to the caller. The
     /// one reload path: SIGHUP, admin RELOAD and `POST /api/v1/reload`.
     /// Statistics live in the pools a reload keeps, so they carry on.
+    ///
+    /// All or nothing: `log_level` is parsed and moved listeners are bound
+    /// before the snapshot is swapped; only then are the old listeners
+    /// closed and the new level put in force. The client port
+    /// (`general.host`, `general.port`) and `general.workers` need a restart.
     pub fn reload(&self) -> Result<(), ReloadError> {
         let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         let result = self.reload_inner();
@@ -205,10 +228,30 @@ impl Shared {
         };
         let config = config::load_files(config_path, self.users_path.as_deref())?;
         let current = self.snapshot();
+        let level = &config.router.general.log_level;
+        let new_level = match self.log_level.get() {
+            Some(handle) if handle.current() != level.trim() => {
+                Some((handle, logging::Filter::parse(level).map_err(ReloadError::Apply)?))
+            }
+            _ => None,
+        };
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let moved = match listeners.as_ref() {
+            Some(l) => l.prepare(&config.router)?,
+            None => ops::Moved::default(),
+        };
+        let level = level.clone();
         let next = Snapshot::build(config, Some(&current)).map_err(ReloadError::Apply)?;
         match self.snapshot.write() {
             Ok(mut s) => *s = Arc::new(next),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
+        }
+        if let Some(l) = listeners.as_mut() {
+            l.install(moved);
+        }
+        if let Some((handle, filter)) = new_level {
+            handle.set(filter, &level);
+            tracing::info!(log_level = %level, "log level changed");
         }
         Ok(())
     }
@@ -263,14 +306,20 @@ impl Worker {
                 return p.clone();
             }
         }
-        let pool = Pool::new(shared_pool.clone(), self.index, self.shared.workers);
+        let pool = Pool::new(shared_pool.clone(), self.index, self.shared.workers, self.stop.clone());
         pools.insert(shared_pool.key.clone(), pool.clone());
         pool
     }
 }
 
-/// Runs the router until shutdown. Returns the process exit code.
-pub fn run(config: Config, config_path: Option<PathBuf>, users_path: Option<PathBuf>) -> i32 {
+/// Runs the router until shutdown. Returns the process exit code. With
+/// `log_level`, reloads change the level of the subscriber it belongs to.
+pub fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    users_path: Option<PathBuf>,
+    log_level: Option<LogLevel>,
+) -> i32 {
     let general = config.router.general.clone();
     let snapshot = match Snapshot::build(config, None) {
         Ok(s) => s,
@@ -285,6 +334,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>, users_path: Option<Path
     };
     let ops = snapshot.config.router.clone();
     let shared = Arc::new(Shared::new(snapshot, workers, config_path, users_path));
+    if let Some(handle) = log_level {
+        shared.set_log_level_handle(handle);
+    }
 
     // Signal handlers first: a SIGHUP or SIGTERM that arrives once the port
     // accepts must be handled, not kill the process by default action.
@@ -310,7 +362,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, users_path: Option<Path
     // The admin console, metrics and API listeners too: a port in use is a
     // start-up error, not a router that silently lacks its probes. Bound
     // before the client port, so a client port that accepts means they do.
-    let ops_listeners = match bind_ops(&ops) {
+    let ops_listeners = match ops::Bound::all(&ops) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("pgdog-router: {e}");
@@ -381,42 +433,11 @@ pub fn run(config: Config, config_path: Option<PathBuf>, users_path: Option<Path
     0
 }
 
-/// The listeners beside the client port: admin console, metrics, API.
-struct OpsListeners {
-    admin: std::net::TcpListener,
-    metrics: std::net::TcpListener,
-    api: std::net::TcpListener,
-}
-
-fn bind_ops(config: &config::RouterConfig) -> Result<OpsListeners, String> {
-    let host = &config.general.host;
-    let bind = |what: &str, host: &str, port: u16| {
-        // No SO_REUSEPORT here (unlike the client port's per-worker
-        // sockets): a second router on the same port must fail, not split
-        // the probes between two processes.
-        let addr = format!("{host}:{port}");
-        let l = std::net::TcpListener::bind(&addr)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))?;
-        tracing::info!(%addr, "{what} listening");
-        Ok::<_, String>(l)
-    };
-    Ok(OpsListeners {
-        admin: bind("admin console", host, config.general.admin_port)?,
-        metrics: bind("metrics", host, config.general.metrics_port)?,
-        api: bind("HTTP API", config.api.bind.as_deref().unwrap_or(host), config.api.port)?,
-    })
-}
-
 /// Starts the admin console, metrics and API servers and the statistics
 /// sampler on the control runtime.
-fn spawn_ops(shared: Arc<Shared>, listeners: OpsListeners) -> std::io::Result<()> {
-    let admin = tokio::net::TcpListener::from_std(listeners.admin)?;
-    let metrics = tokio::net::TcpListener::from_std(listeners.metrics)?;
-    let api = tokio::net::TcpListener::from_std(listeners.api)?;
-    tokio::spawn(crate::admin::serve(shared.clone(), admin));
-    tokio::spawn(crate::http::metrics::serve(shared.clone(), metrics));
-    tokio::spawn(crate::http::api::serve(shared.clone(), api));
+fn spawn_ops(shared: Arc<Shared>, bound: ops::Bound) -> std::io::Result<()> {
+    let listeners = ops::Listeners::start(&shared, bound)?;
+    *shared.listeners.lock().unwrap_or_else(|e| e.into_inner()) = Some(listeners);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(crate::stats::STATS_PERIOD);
         loop {

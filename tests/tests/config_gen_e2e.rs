@@ -1,7 +1,8 @@
 //! pgdog-config-gen end to end: the built binary renders the product
 //! templates (`config/pgdog.toml.tmpl`, `config/users.toml.tmpl`) for the
 //! shared test cluster from a values file plus flags, the router starts on
-//! exactly the rendered files, and a client queries through it. A bad value
+//! exactly the rendered files, and a client queries through it; the rendered
+//! `[admin]`, `[metrics]` and `[api]` sections are in force. A bad value
 //! writes nothing.
 
 use std::path::Path;
@@ -48,7 +49,7 @@ async fn rendered_config_serves_queries() {
     cluster.psql_admin(&format!("CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}'"));
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let (port, admin_port, metrics_port) = (free_port(), free_port(), free_port());
+    let (port, admin_port, metrics_port, api_port) = (free_port(), free_port(), free_port(), free_port());
     let values = dir.path().join("values.toml");
     std::fs::write(
         &values,
@@ -60,6 +61,9 @@ async fn rendered_config_serves_queries() {
              Port = {port}\n\
              AdminPort = {admin_port}\n\
              MetricsPort = {metrics_port}\n\
+             ApiPort = {api_port}\n\
+             MetricsPrefix = \"configgen_e2e\"\n\
+             AdminUsers = \"ops, {APP_USER}\"\n\
              PrimaryHost = \"127.0.0.1\"\n\
              PostgresPort = {primary}\n\
              ReplicaHost = \"127.0.0.1\"\n\
@@ -117,6 +121,8 @@ async fn rendered_config_serves_queries() {
         "pool_mode = \"statement\"".to_string(),
         "default_shard_count = 8".to_string(),
         "[[sharding.tables]]\nname = \"orders\"\ncolumn = \"customer_id\"\nshards = 4".to_string(),
+        format!("[admin]\nadmin_users = [\"ops\", \"{APP_USER}\"]\n"),
+        format!("[api]\nport = {api_port}\n"),
     ] {
         assert!(config_toml.contains(&expect), "{expect:?} in rendered pgdog.toml:\n{config_toml}");
     }
@@ -133,6 +139,15 @@ async fn rendered_config_serves_queries() {
     assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err}");
     let row = client.query_one("SELECT 2::int4", &[]).await.expect("query after the refused BEGIN");
     assert_eq!(row.get::<_, i32>(0), 2);
+
+    // [admin] admin_users lets the app user into the console, [api] port
+    // and [metrics] metric_prefix are where the router serves.
+    assert_eq!(router.api_port, api_port);
+    let admin = pgdog_tests::psql_tcp(admin_port, APP_USER, APP_PASSWORD, "pgdog", &["-c", "SHOW VERSION"]);
+    assert!(admin.status.success(), "admin console: {}", String::from_utf8_lossy(&admin.stderr));
+    assert_eq!(pgdog_tests::http_get(api_port, "/healthz", &[]).status, 200);
+    let metrics = pgdog_tests::http_get(metrics_port, "/metrics", &[]);
+    assert!(metrics.body.contains("configgen_e2e_queries_total"), "{}", metrics.body);
 }
 
 #[test]

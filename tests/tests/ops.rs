@@ -1,7 +1,9 @@
 //! Operations against a running router and real PostgreSQL: the admin
 //! console (every command, PgBouncer's column names), Prometheus metrics
 //! (parsed by `promtool check metrics`), the HTTP API (auth, reload, probes),
-//! PAUSE/RESUME/RECONNECT with transactions in flight, and the health-check
+//! PAUSE/RESUME/RECONNECT with transactions in flight, SHOW CLIENTS states,
+//! reloads that move the console, metrics and API listeners or change the
+//! log level, shutdown letting go of paused clients, and the health-check
 //! script's exit codes.
 //!
 //! Each test starts its own router on free ports in front of the shared
@@ -696,4 +698,255 @@ async fn health_check_script_exit_codes() {
     drop(router);
     let out = health_check(port, admin, metrics, true);
     assert_eq!(out.status.code(), Some(1), "router down judged healthy:\n{}", String::from_utf8_lossy(&out.stdout));
+}
+
+// ---------------------------------------------------------------------------
+// SHOW CLIENTS states
+
+/// An app client that names itself, to find its SHOW CLIENTS row.
+async fn app_named(router: &RouterProcess, name: &str) -> Client {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(router.port)
+        .user("pgdog")
+        .password("pgdog")
+        .dbname("pgdog")
+        .application_name(name)
+        .connect_timeout(Duration::from_secs(10))
+        .connect(NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("app login: {e:?}\n{}", router.log()));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// `column` of the SHOW CLIENTS row whose application_name is `name`.
+async fn client_field(admin: &Client, name: &str, column: &str) -> String {
+    let (cols, rows) = show(admin, "SHOW CLIENTS").await;
+    rows.iter()
+        .find(|r| cell(&cols, r, "application_name") == name)
+        .map(|r| cell(&cols, r, column).to_string())
+        .unwrap_or_else(|| panic!("no client {name} in {rows:?}"))
+}
+
+async fn wait_for_state(admin: &Client, name: &str, state: &str) {
+    let reached = wait_until(DEADLINE, || async { client_field(admin, name, "state").await == state }).await;
+    assert!(reached, "{name} never {state}: {:?}", show(admin, "SHOW CLIENTS").await.1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn show_clients_reports_idle_active_and_waiting() {
+    let router = start("", "");
+    let admin = admin(&router).await;
+    let idle = app_named(&router, "idle-one").await;
+    let busy = app_named(&router, "busy-one").await;
+
+    // Between transactions a client holds no server: idle. Inside one: active.
+    scalar(&idle, "SELECT 1").await;
+    wait_for_state(&admin, "idle-one", "idle").await;
+    busy.simple_query("BEGIN").await.expect("BEGIN");
+    wait_for_state(&admin, "busy-one", "active").await;
+    assert_eq!(client_field(&admin, "idle-one", "state").await, "idle");
+    assert_eq!(client_field(&admin, "busy-one", "wait_us").await, "0");
+    busy.simple_query("COMMIT").await.expect("COMMIT");
+    wait_for_state(&admin, "busy-one", "idle").await;
+
+    // request_time is the start of the latest request, not the login.
+    let connect_time = client_field(&admin, "idle-one", "connect_time").await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    scalar(&idle, "SELECT 2").await;
+    let request_time = client_field(&admin, "idle-one", "request_time").await;
+    assert!(request_time > connect_time, "request_time {request_time} not after connect_time {connect_time}");
+
+    // A request held by PAUSE is waiting, and says since when.
+    admin.simple_query("PAUSE pgdog").await.expect("PAUSE");
+    let held = tokio::spawn(async move {
+        let answer = scalar(&idle, "SELECT 42").await;
+        (idle, answer)
+    });
+    wait_for_state(&admin, "idle-one", "waiting").await;
+    let waited =
+        wait_until(DEADLINE, || async { client_field(&admin, "idle-one", "wait").await.parse::<u64>().unwrap() >= 1 })
+            .await;
+    assert!(waited, "wait never counted: {:?}", show(&admin, "SHOW CLIENTS").await.1);
+    assert!(client_field(&admin, "idle-one", "request_time").await >= request_time);
+    admin.simple_query("RESUME pgdog").await.expect("RESUME");
+    let (_idle, answer) = tokio::time::timeout(DEADLINE, held).await.expect("query after RESUME").unwrap();
+    assert_eq!(answer, "42");
+    wait_for_state(&admin, "idle-one", "idle").await;
+    assert_eq!(client_field(&admin, "idle-one", "wait").await, "0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn show_clients_session_mode_client_is_active() {
+    let router = start("", "[pools.default]\npool_mode = \"session\"\n");
+    let admin = admin(&router).await;
+    let client = app_named(&router, "session-one").await;
+    scalar(&client, "SELECT 1").await;
+    // Session mode binds a server for the whole session, as PgBouncer shows it.
+    wait_for_state(&admin, "session-one", "active").await;
+}
+
+// ---------------------------------------------------------------------------
+// Shutdown and PAUSE
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_lets_go_of_clients_held_by_pause() {
+    // A shutdown timeout far beyond the deadline: only a prompt wake-up passes.
+    let mut router = start("shutdown_timeout_ms = 600000", "");
+    let admin = admin(&router).await;
+    let client = app_named(&router, "held").await;
+    scalar(&client, "SELECT 1").await;
+    admin.simple_query("PAUSE").await.expect("PAUSE");
+    let held = tokio::spawn(async move { client.simple_query("SELECT 42").await.map(|_| ()) });
+    wait_for_state(&admin, "held", "waiting").await;
+
+    router.signal(libc::SIGTERM);
+    let result = tokio::time::timeout(DEADLINE, held).await.expect("paused client let go at shutdown").unwrap();
+    let err = result.expect_err("the held query must fail");
+    assert_eq!(db_error(&err).0, "57P01", "{err:?}");
+    let status = router.wait_exit(DEADLINE).expect("router exits once the held client is gone");
+    assert!(status.success(), "{status}");
+    assert!(!router.log().contains("shutdown timeout reached"), "{}", router.log());
+}
+
+// ---------------------------------------------------------------------------
+// Reload: listeners and log level
+
+fn closed(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).is_err()
+}
+
+fn config_value(rows: &[Vec<Option<String>>], cols: &[String], key: &str) -> (String, String) {
+    let row = rows.iter().find(|r| cell(cols, r, "key") == key).unwrap_or_else(|| panic!("no {key}"));
+    (cell(cols, row, "value").to_string(), cell(cols, row, "changeable").to_string())
+}
+
+/// A config with every listener port given, the API's in `[api]`.
+fn config_with_ports(admin: u16, metrics: u16, api: u16, general: &str) -> String {
+    router_config(shared_cluster(), general, &format!("[api]\nport = {api}\n"), free_port(), admin, metrics)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_moves_admin_metrics_and_api_listeners() {
+    let (admin1, metrics1, api1) = (free_port(), free_port(), free_port());
+    let base = config_with_ports(admin1, metrics1, api1, "");
+    let router = RouterProcess::start_with_env(&base, &users(), &[("PGDOG_API_TOKEN", TOKEN)]);
+    assert_eq!((router.admin_port, router.api_port), (admin1, api1));
+    let admin = admin(&router).await;
+
+    // The admin console and metrics move by RELOAD on the console itself.
+    let (admin2, metrics2) = (free_port(), free_port());
+    router.write_config(&config_with_ports(admin2, metrics2, api1, ""));
+    admin.simple_query("RELOAD").await.expect("RELOAD moving the console and metrics");
+    // The session that ran it carries on; the new ports serve; the old close.
+    let (cols, rows) = show(&admin, "SHOW CONFIG").await;
+    assert_eq!(config_value(&rows, &cols, "general.admin_port"), (admin2.to_string(), "yes".into()));
+    assert_eq!(config_value(&rows, &cols, "general.metrics_port").0, metrics2.to_string());
+    let moved = connect(admin2, ADMIN, ADMIN_PASSWORD, "pgdog").await.expect("admin login on the new port");
+    assert!(!show(&moved, "SHOW POOLS").await.1.is_empty());
+    assert_eq!(http_get(metrics2, "/metrics", &[]).status, 200);
+    assert!(wait_until(DEADLINE, || async { closed(admin1) && closed(metrics1) }).await, "old ports still open");
+
+    // The API moves by its own reload endpoint; the request that moves it is answered.
+    let api2 = free_port();
+    router.write_config(&config_with_ports(admin2, metrics2, api2, ""));
+    let auth = format!("Bearer {TOKEN}");
+    let resp = http(api1, "POST", "/api/v1/reload", &[("Authorization", &auth)], "").expect("POST reload");
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(http_get(api2, "/healthz", &[]).status, 200);
+    assert_eq!(http_get(api2, "/api/v1/pools", &[("Authorization", &auth)]).status, 200);
+    assert!(wait_until(DEADLINE, || async { closed(api1) }).await, "old API port still open");
+    // Clients were never disturbed.
+    assert_eq!(scalar(&app(&router).await, "SELECT 6").await, "6");
+    let metrics = http_get(metrics2, "/metrics", &[]).body;
+    assert_eq!(sample(&metrics, "orochi_pgdog_reloads_total", &[("outcome", "success")]), Some(2.0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_to_a_taken_port_keeps_the_old_listener_and_config() {
+    let (admin1, metrics1, api1) = (free_port(), free_port(), free_port());
+    let base = config_with_ports(admin1, metrics1, api1, "");
+    let router = RouterProcess::start_with_env(&base, &users(), &[("PGDOG_API_TOKEN", TOKEN)]);
+    let admin = admin(&router).await;
+    // Someone else holds the port the new configuration asks for.
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a blocker");
+    let taken = blocker.local_addr().expect("blocker address").port();
+    let (free_metrics, free_api) = (free_port(), free_port());
+    let moved = config_with_ports(taken, free_metrics, free_api, "")
+        .replace("[api]", "[pools.default]\nmax_pool_size = 7\n\n[api]");
+    router.write_config(&moved);
+
+    let err = admin.simple_query("RELOAD").await.expect_err("RELOAD onto a taken port");
+    let (code, message, detail) = db_error(&err);
+    assert_eq!(code, "55006", "{message}");
+    assert!(message.contains(&format!("cannot listen on 127.0.0.1:{taken} (admin console)")), "{message}");
+    assert!(detail.contains("stays in force"), "{detail}");
+    // Nothing of that reload applied: not the other listeners, not the pool size.
+    let (cols, rows) = show(&admin, "SHOW CONFIG").await;
+    assert_eq!(config_value(&rows, &cols, "general.admin_port").0, admin1.to_string());
+    assert_eq!(config_value(&rows, &cols, "pools.default.max_pool_size").0, "20");
+    assert!(closed(free_metrics) && closed(free_api), "listeners of a failed reload left open");
+    connect(admin1, ADMIN, ADMIN_PASSWORD, "pgdog").await.expect("the old console still serves");
+    assert_eq!(http_get(metrics1, "/metrics", &[]).status, 200);
+
+    // The API reports the same failure: 409 naming the listener and address.
+    let auth = format!("Bearer {TOKEN}");
+    let resp = http(api1, "POST", "/api/v1/reload", &[("Authorization", &auth)], "").expect("POST reload");
+    assert_eq!(resp.status, 409, "{}", resp.body);
+    let body = resp.json();
+    assert_eq!(body["listener"], "admin console", "{body}");
+    assert_eq!(body["address"], format!("127.0.0.1:{taken}"), "{body}");
+    let metrics = http_get(metrics1, "/metrics", &[]).body;
+    assert_eq!(sample(&metrics, "orochi_pgdog_reloads_total", &[("outcome", "failure")]), Some(2.0));
+
+    // Once the port is free, the same file applies.
+    drop(blocker);
+    admin.simple_query("RELOAD").await.expect("RELOAD once the port is free");
+    connect(taken, ADMIN, ADMIN_PASSWORD, "pgdog").await.expect("console on the freed port");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_changes_the_log_level() {
+    let (admin1, metrics1, api1) = (free_port(), free_port(), free_port());
+    let at = |level: &str| config_with_ports(admin1, metrics1, api1, &format!("log_level = \"{level}\""));
+    // An empty PGDOG_LOG_LEVEL leaves the level to the file.
+    let router = RouterProcess::start_with_env(&at("info"), &users(), &[("PGDOG_LOG_LEVEL", "")]);
+    let admin = admin(&router).await;
+    scalar(&app(&router).await, "SELECT 1").await;
+    // "client logged in" is a debug event.
+    assert!(!router.log().contains("client logged in"), "debug logged at info:\n{}", router.log());
+
+    router.write_config(&at("debug"));
+    admin.simple_query("RELOAD").await.expect("RELOAD to debug");
+    let (cols, rows) = show(&admin, "SHOW CONFIG").await;
+    assert_eq!(config_value(&rows, &cols, "general.log_level"), ("debug".into(), "yes".into()));
+    scalar(&app(&router).await, "SELECT 2").await;
+    assert!(router.wait_for_log("client logged in", DEADLINE), "debug not logged after reload:\n{}", router.log());
+
+    // Directives work too, and back to warn silences info and debug.
+    router.write_config(&at("warn,pgdog_router::frontend=debug"));
+    admin.simple_query("RELOAD").await.expect("RELOAD to a directive");
+    let before = router.log().matches("client logged in").count();
+    scalar(&app(&router).await, "SELECT 3").await;
+    let more = wait_until(DEADLINE, || async { router.log().matches("client logged in").count() > before }).await;
+    assert!(more, "frontend debug not logged under a directive:\n{}", router.log());
+
+    router.write_config(&at("warn"));
+    admin.simple_query("RELOAD").await.expect("RELOAD to warn");
+    let before = router.log().matches("client logged in").count();
+    let admin_lines = router.log().matches("admin command").count();
+    scalar(&app(&router).await, "SELECT 4").await;
+    show(&admin, "SHOW VERSION").await;
+    assert_eq!(router.log().matches("client logged in").count(), before, "{}", router.log());
+    assert_eq!(router.log().matches("admin command").count(), admin_lines, "info logged at warn");
+
+    // A bad directive fails the reload with the key named; the level stays.
+    router.write_config(&at("warn,pgdog_router=loud"));
+    let err = admin.simple_query("RELOAD").await.expect_err("bad log_level");
+    let (code, message, _) = db_error(&err);
+    assert_eq!(code, "F0000");
+    assert!(message.contains("log_level"), "{message}");
 }

@@ -33,6 +33,21 @@ pub fn reload(shared: &Shared) -> Result<&'static str, Failure> {
     match shared.reload() {
         Ok(()) => Ok("RELOAD"),
         Err(e @ ReloadError::NoFile) => Err(Failure::new(sqlstate::FEATURE_NOT_SUPPORTED, e.to_string())),
+        Err(ReloadError::Listen(e)) => {
+            let code = match e.error.kind() {
+                std::io::ErrorKind::AddrInUse => sqlstate::OBJECT_IN_USE,
+                std::io::ErrorKind::PermissionDenied => sqlstate::INSUFFICIENT_PRIVILEGE,
+                _ => sqlstate::SYSTEM_ERROR,
+            };
+            Err(Failure {
+                code,
+                message: format!("reload failed: {e}"),
+                detail: Some(format!(
+                    "The running configuration stays in force; the {} keeps its current address.",
+                    e.service.name()
+                )),
+            })
+        }
         Err(e) => Err(Failure {
             code: sqlstate::CONFIG_FILE_ERROR,
             message: format!("reload failed: {e}"),

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use crate::config::{PoolMode, Role};
 use crate::runtime::{Shared, Snapshot};
+use crate::stats::clients::ClientState;
 use crate::stats::Totals;
 
 use super::table::{timestamp, Kind, Table, Value};
@@ -131,23 +132,29 @@ fn connection_table(ours: &[(&'static str, Kind)]) -> Table {
 
 pub fn clients(shared: &Shared) -> Table {
     let mut t = connection_table(&[("id", Int), ("server_host", Text), ("server_port", Int)]);
+    let now = std::time::SystemTime::now();
     for c in shared.client_list.list() {
-        let connected = timestamp(c.connected);
+        let state = c.activity.state();
+        let request_time = c.activity.request_time();
+        // PgBouncer's wait / wait_us: how long a waiting client has waited
+        // for a server so far (seconds, then the microseconds part).
+        let waited = match state {
+            ClientState::Waiting => now.duration_since(request_time).unwrap_or_default(),
+            _ => std::time::Duration::ZERO,
+        };
         t.push(vec![
             "C".into(),
             c.pool.key.user.as_str().into(),
             c.pool.key.database.as_str().into(),
-            // Logged-in clients are "active" in PgBouncer's sense whether or
-            // not a server serves them right now; waiting shows in SHOW POOLS.
-            "active".into(),
+            state.name().into(),
             c.addr.ip().to_string().into(),
             c.addr.port().into(),
             c.local_addr.map(|a| a.ip().to_string()).unwrap_or_default().into(),
             c.local_addr.map(|a| a.port()).unwrap_or(0).into(),
-            connected.clone().into(),
-            connected.into(),
-            0u64.into(),
-            0u64.into(),
+            timestamp(c.connected).into(),
+            timestamp(request_time).into(),
+            waited.as_secs().into(),
+            u64::from(waited.subsec_micros()).into(),
             0u64.into(),
             format!("{:x}", c.id).into(),
             "".into(),
@@ -302,18 +309,10 @@ pub fn databases(shared: &Shared) -> Table {
     t
 }
 
-/// Keys that take effect only at start-up (listeners, threads).
-const RESTART_ONLY: [&str; 9] = [
-    "general.host",
-    "general.port",
-    "general.admin_port",
-    "general.metrics_port",
-    "general.workers",
-    "general.log_level",
-    "api.port",
-    "api.bind",
-    "general.max_client_conn",
-];
+/// Keys that take effect only at start-up: the client port and its worker
+/// threads. (A reload moves the console, metrics and API listeners, which
+/// `general.host` also places, but not the client port.)
+const RESTART_ONLY: [&str; 4] = ["general.host", "general.port", "general.workers", "general.max_client_conn"];
 
 /// Names whose values are secrets wherever they appear.
 fn is_secret(key: &str) -> bool {

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -21,7 +22,7 @@ use crate::protocol::backend as be;
 use crate::protocol::sqlstate;
 use crate::route;
 use crate::runtime::Worker;
-use crate::stats::clients::{ClientGuard, ClientInfo};
+use crate::stats::clients::{Activity, ClientGuard, ClientInfo};
 
 use super::auth::{self, AuthError};
 use super::cancel;
@@ -216,7 +217,7 @@ async fn login(
                 let code = match &e {
                     PoolError::Timeout { .. } => sqlstate::TOO_MANY_CONNECTIONS,
                     PoolError::Server(_) => sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-                    PoolError::Retired(_) => sqlstate::ADMIN_SHUTDOWN,
+                    PoolError::Retired(_) | PoolError::ShuttingDown => sqlstate::ADMIN_SHUTDOWN,
                 };
                 {
                     startup::refuse(stream, &Refusal::new(code, e.to_string())).await;
@@ -253,14 +254,17 @@ async fn login(
         return None;
     }
     tracing::debug!(?mode, "client logged in");
+    let connected = std::time::SystemTime::now();
+    let activity = Arc::new(Activity::new(connected));
     let listed = shared.client_list.register(ClientInfo {
         id,
         pool: pool.shared.clone(),
         addr: peer,
         local_addr: stream.tcp().local_addr().ok(),
-        connected: std::time::SystemTime::now(),
+        connected,
         tls: stream.is_tls(),
         application_name: startup_params.get("application_name").unwrap_or_default().into(),
+        activity: activity.clone(),
     });
 
     let settings = SessionSettings {
@@ -273,6 +277,7 @@ async fn login(
         database,
         max_prepared_statements: pool.shared.settings().max_prepared_statements,
         log_queries: general.log_queries,
+        activity,
     };
     let session = Session::new(stream, buf, pool, startup_params, settings, cancel, worker.stop.clone());
     Some((session, bound, listed))

@@ -108,6 +108,8 @@ pub struct SessionSettings {
     pub max_prepared_statements: usize,
     /// `general.log_queries`: log each query with its duration (ops).
     pub log_queries: bool,
+    /// The client's SHOW CLIENTS entry (ops: `stats::clients`).
+    pub activity: std::sync::Arc<crate::stats::clients::Activity>,
 }
 
 pub struct Session {
@@ -202,7 +204,7 @@ impl Session {
             (true, true) => CLIENT_INSPECT_STATEMENTS,
         };
         let log_pool = settings.log_queries.then(|| pool.shared.key.to_string());
-        let stats = crate::stats::SessionStats::new(pool.share().clone(), log_pool);
+        let stats = crate::stats::SessionStats::new(pool.share().clone(), log_pool, settings.activity.clone());
         Self {
             client,
             cbuf,
@@ -289,6 +291,7 @@ impl Session {
     /// Waits, with no server bound, until the client sends a request that
     /// needs one. Returns false when the session is over.
     async fn wait_for_request(&mut self) -> bool {
+        self.stats.client_idle(); // ops: SHOW CLIENTS
         loop {
             // Whole messages the router answers itself.
             match frame::header(&self.cbuf) {
@@ -346,7 +349,10 @@ impl Session {
         let pool = self.pool.clone();
         let checked_out = match ready {
             Some(server) => Ok(server),
-            None => pool.checkout().await,
+            None => {
+                self.stats.client_waiting(); // ops: SHOW CLIENTS
+                pool.checkout().await
+            }
         };
         match checked_out {
             Ok(mut server) => {
@@ -363,7 +369,7 @@ impl Session {
                 let code = match &e {
                     PoolError::Timeout { .. } => sqlstate::TOO_MANY_CONNECTIONS,
                     PoolError::Server(s) => s.code(),
-                    PoolError::Retired(_) => sqlstate::ADMIN_SHUTDOWN,
+                    PoolError::Retired(_) | PoolError::ShuttingDown => sqlstate::ADMIN_SHUTDOWN,
                 }
                 .to_string();
                 self.refuse_request(&code, &e.to_string()).await;
@@ -375,6 +381,7 @@ impl Session {
     /// Serves requests on a bound server until it can be released (session
     /// mode: until the session ends). Returns whether the session goes on.
     async fn serve(&mut self, mut server: Server) -> bool {
+        self.stats.client_active(); // ops: SHOW CLIENTS
         if let Some(addr) = server.peer() {
             let changed = self.cancel_addr != Some(addr);
             self.cancel_addr = Some(addr);

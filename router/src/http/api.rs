@@ -145,6 +145,11 @@ async fn reload(State(shared): State<Arc<Shared>>) -> Response {
             (StatusCode::BAD_REQUEST, Json(body)).into_response()
         }
         Err(e @ ReloadError::Apply(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        // The file is fine; the address it asks for is taken (or not ours).
+        Err(ReloadError::Listen(e)) => {
+            let body = json!({ "error": e.to_string(), "listener": e.service.name(), "address": e.addr });
+            (StatusCode::CONFLICT, Json(body)).into_response()
+        }
         Err(e @ ReloadError::NoFile) => error(StatusCode::CONFLICT, e.to_string()),
     }
 }

@@ -10,6 +10,7 @@ use std::time::Instant;
 use crate::backend::pool::WorkerShare;
 
 use super::bump;
+use super::clients::{Activity, ClientState};
 
 /// Longest query text kept for a log line, in bytes.
 const LOGGED_TEXT: usize = 512;
@@ -24,6 +25,11 @@ pub struct SessionStats {
     xact_start: Option<Instant>,
     /// Present only with `log_queries`: the pool's name and pending texts.
     log: Option<Box<QueryLog>>,
+    /// The client's SHOW CLIENTS entry: state and latest request time.
+    activity: Arc<Activity>,
+    /// The request about to be forwarded already has its start time (it
+    /// waited for a server): its first message does not restamp it.
+    stamped: bool,
 }
 
 struct QueryLog {
@@ -32,13 +38,36 @@ struct QueryLog {
 }
 
 impl SessionStats {
-    pub fn new(share: Arc<WorkerShare>, log_pool: Option<String>) -> Self {
+    pub fn new(share: Arc<WorkerShare>, log_pool: Option<String>, activity: Arc<Activity>) -> Self {
         Self {
             share,
             query_start: None,
             xact_start: None,
             log: log_pool.map(|pool| Box::new(QueryLog { pool, texts: VecDeque::new() })),
+            activity,
+            stamped: false,
         }
+    }
+
+    /// For SHOW CLIENTS: no server bound, no request waiting for one.
+    #[inline]
+    pub fn client_idle(&mut self) {
+        self.stamped = false;
+        self.activity.set_state(ClientState::Idle);
+    }
+
+    /// For SHOW CLIENTS: a server is bound.
+    #[inline]
+    pub fn client_active(&self) {
+        self.activity.set_state(ClientState::Active);
+    }
+
+    /// The client's request waits for a server (the slow path): its start
+    /// is stamped now, so SHOW CLIENTS can say since when it waits.
+    pub fn client_waiting(&mut self) {
+        self.activity.request_started(Instant::now());
+        self.activity.set_state(ClientState::Waiting);
+        self.stamped = true;
     }
 
     /// A client message starts (`bytes` is what of it is buffered, header
@@ -51,6 +80,9 @@ impl SessionStats {
         }
         if self.query_start.is_none() {
             let now = Instant::now();
+            if !std::mem::take(&mut self.stamped) {
+                self.activity.request_started(now);
+            }
             self.query_start = Some(now);
             if self.xact_start.is_none() {
                 self.xact_start = Some(now);
@@ -76,6 +108,7 @@ impl SessionStats {
             }
         }
         if pending > 0 {
+            self.activity.request_started(now);
             self.query_start = Some(now);
         }
         if status == b'I' {
@@ -140,7 +173,7 @@ mod tests {
     #[test]
     fn a_transaction_of_two_queries() {
         let share = Arc::new(WorkerShare::default());
-        let mut s = SessionStats::new(share.clone(), None);
+        let mut s = SessionStats::new(share.clone(), None, Arc::default());
         s.on_client_message(b'Q', b"Q\0\0\0\x0aBEGIN\0");
         s.on_ready(b'T', 0, 1);
         s.on_client_message(b'Q', b"Q\0\0\0\x0bCOMMIT\0");
@@ -154,7 +187,7 @@ mod tests {
     #[test]
     fn pipelined_requests_each_count() {
         let share = Arc::new(WorkerShare::default());
-        let mut s = SessionStats::new(share.clone(), Some("p".into()));
+        let mut s = SessionStats::new(share.clone(), Some("p".into()), Arc::default());
         for _ in 0..3 {
             s.on_client_message(b'P', b"P\0\0\0\x0d\0SELECT 1\0");
             s.on_client_message(b'S', b"S\0\0\0\x04");

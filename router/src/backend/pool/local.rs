@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use super::{now_us, PoolError, PoolShared, WorkerShare, FAIRNESS_SLACK_US};
 use crate::backend::server::{Detach, Detached, Server, ServerError};
+use crate::runtime::StopSignal;
 
 type Reply = oneshot::Sender<Result<Server, PoolError>>;
 
@@ -50,10 +51,12 @@ pub struct Pool {
     /// This worker's part of `min_pool_size`.
     min_share: usize,
     local: RefCell<LocalSettings>,
+    /// This worker's shutdown signal: lets go of clients held by PAUSE.
+    stop: Rc<StopSignal>,
 }
 
 impl Pool {
-    pub fn new(shared: Arc<PoolShared>, worker: usize, workers: usize) -> Rc<Self> {
+    pub fn new(shared: Arc<PoolShared>, worker: usize, workers: usize, stop: Rc<StopSignal>) -> Rc<Self> {
         let share = Arc::new(WorkerShare::default());
         if let Ok(mut shares) = shared.shares.write() {
             shares.push(share.clone());
@@ -78,6 +81,7 @@ impl Pool {
                 paused: false,
                 reconnect_before: None,
             }),
+            stop,
         });
         tokio::task::spawn_local(maintain(Rc::downgrade(&pool)));
         pool
@@ -113,22 +117,32 @@ impl Pool {
     }
 
     /// While the pool is paused, waits (counted as waiting) for RESUME.
-    async fn wait_while_paused(&self) {
+    /// Shutdown ends the wait with `ShuttingDown`: nothing would resume it.
+    async fn wait_while_paused(&self) -> Result<(), PoolError> {
         if !self.shared.is_paused() {
-            return;
+            return Ok(());
         }
         self.shared.waiting.fetch_add(1, Ordering::Relaxed);
         add(&self.share.waiting, 1);
         let _waiting = WaitingGuard(self);
         loop {
             let resumed = self.shared.resumed.notified();
+            // Registered before the check, so a trigger in between is seen.
+            let stopping = self.stop.wait();
             if !self.shared.is_paused() {
                 break;
             }
+            if self.stop.is_stopped() {
+                return Err(PoolError::ShuttingDown);
+            }
             // The timeout covers a RESUME between the check and the wait.
-            let _ = tokio::time::timeout(Duration::from_millis(100), resumed).await;
+            tokio::select! {
+                _ = tokio::time::timeout(Duration::from_millis(100), resumed) => {}
+                _ = stopping => {}
+            }
         }
         self.refresh();
+        Ok(())
     }
 
     /// A server connection for one client, from the idle list or newly
@@ -136,7 +150,7 @@ impl Pool {
     pub async fn checkout(self: &Rc<Self>) -> Result<Server, PoolError> {
         add(&self.share.checkouts, 1);
         self.refresh();
-        self.wait_while_paused().await;
+        self.wait_while_paused().await?;
         // Clients already waiting here go first.
         if self.waiters.borrow().is_empty() {
             // Another worker's clients wait while this one has spare: share.

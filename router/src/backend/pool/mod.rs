@@ -60,6 +60,9 @@ pub enum PoolError {
     Server(#[from] ServerError),
     #[error("pool {0} was removed by a configuration reload")]
     Retired(String),
+    /// The router is shutting down (a client held by PAUSE is let go).
+    #[error("terminating connection: pgdog-router is shutting down")]
+    ShuttingDown,
 }
 
 /// Caps server connections to one host across all pools (`max_connections`).
