@@ -21,7 +21,7 @@ use std::borrow::Cow;
 
 use lexer::{Kind, Lexer, Token, KEYWORD_MAX};
 
-mod lexer;
+pub(super) mod lexer;
 
 /// One statement's effect on session state.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,8 +7,14 @@
 //!
 //! - `command` reads what a statement does to session state (SET, RESET,
 //!   DISCARD, LISTEN, ...), which transaction mode must track.
+//! - `classify` decides read or write for read/write splitting with the real
+//!   PostgreSQL parser, behind a cache keyed on `normalize`'s statement shape
+//!   (the text with literals stripped), and routes a statement to the primary
+//!   or a replica given the session's facts.
 
+pub mod classify;
 pub mod command;
+pub mod normalize;
 
 use crate::config::{DatabaseEntry, Role};
 

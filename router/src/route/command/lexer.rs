@@ -4,10 +4,10 @@
 //! so nothing inside them is ever read as a keyword or a `;`.
 
 /// Statement keywords are short; anything longer is not one we look for.
-pub(super) const KEYWORD_MAX: usize = 16;
+pub(in crate::route) const KEYWORD_MAX: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
+pub(in crate::route) enum Kind {
     /// A keyword or unquoted identifier.
     Word,
     /// `"identifier"`.
@@ -27,19 +27,19 @@ pub(super) enum Kind {
 
 /// A token as byte offsets into the lexer's text.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Token {
-    pub(super) kind: Kind,
-    pub(super) start: usize,
-    pub(super) end: usize,
+pub(in crate::route) struct Token {
+    pub(in crate::route) kind: Kind,
+    pub(in crate::route) start: usize,
+    pub(in crate::route) end: usize,
     /// Between the quotes of a Str, Quoted or UnicodeQuoted token.
-    pub(super) body_start: usize,
-    pub(super) body_end: usize,
+    pub(in crate::route) body_start: usize,
+    pub(in crate::route) body_end: usize,
     /// False when the text ended before the closing quote.
-    pub(super) closed: bool,
+    pub(in crate::route) closed: bool,
 }
 
 impl Token {
-    pub(super) fn new(kind: Kind, start: usize, end: usize) -> Token {
+    pub(in crate::route) fn new(kind: Kind, start: usize, end: usize) -> Token {
         Token { kind, start, end, body_start: start, body_end: end, closed: true }
     }
 }
@@ -47,9 +47,9 @@ impl Token {
 /// PostgreSQL's scanner, as far as structure goes. The text holds no NUL, so
 /// `at` can use 0 for "past the end". Copy, so lookahead is a copy.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Lexer<'a> {
-    pub(super) sql: &'a [u8],
-    pub(super) pos: usize,
+pub(in crate::route) struct Lexer<'a> {
+    pub(in crate::route) sql: &'a [u8],
+    pub(in crate::route) pos: usize,
 }
 
 fn is_ident_start(b: u8) -> bool {
@@ -66,35 +66,35 @@ fn is_ident_cont(b: u8) -> bool {
 }
 
 impl<'a> Lexer<'a> {
-    pub(super) fn at(&self, i: usize) -> u8 {
+    pub(in crate::route) fn at(&self, i: usize) -> u8 {
         self.sql.get(i).copied().unwrap_or(0)
     }
 
-    pub(super) fn slice(&self, start: usize, end: usize) -> &'a [u8] {
+    pub(in crate::route) fn slice(&self, start: usize, end: usize) -> &'a [u8] {
         self.sql.get(start..end).unwrap_or_default()
     }
 
-    pub(super) fn text(&self, t: Token) -> &'a [u8] {
+    pub(in crate::route) fn text(&self, t: Token) -> &'a [u8] {
         self.slice(t.start, t.end)
     }
 
-    pub(super) fn body(&self, t: Token) -> &'a [u8] {
+    pub(in crate::route) fn body(&self, t: Token) -> &'a [u8] {
         self.slice(t.body_start, t.body_end)
     }
 
-    pub(super) fn peek(&self) -> Option<Token> {
+    pub(in crate::route) fn peek(&self) -> Option<Token> {
         let mut copy = *self;
         copy.next()
     }
 
     /// Whether `t` is the keyword `kw` (given in lowercase).
-    pub(super) fn is(&self, t: Token, kw: &str) -> bool {
+    pub(in crate::route) fn is(&self, t: Token, kw: &str) -> bool {
         t.kind == Kind::Word && self.text(t).eq_ignore_ascii_case(kw.as_bytes())
     }
 
     /// Whether `t` names the identifier `name` (lowercase): unquoted in any
     /// case, or quoted exactly.
-    pub(super) fn ident_is(&self, t: Token, name: &str) -> bool {
+    pub(in crate::route) fn ident_is(&self, t: Token, name: &str) -> bool {
         match t.kind {
             Kind::Word => self.text(t).eq_ignore_ascii_case(name.as_bytes()),
             Kind::Quoted => t.closed && self.body(t) == name.as_bytes(),
@@ -103,7 +103,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// The lowercased text of a word that fits `buf`.
-    pub(super) fn keyword<'b>(&self, t: Token, buf: &'b mut [u8; KEYWORD_MAX]) -> Option<&'b [u8]> {
+    pub(in crate::route) fn keyword<'b>(&self, t: Token, buf: &'b mut [u8; KEYWORD_MAX]) -> Option<&'b [u8]> {
         if t.kind != Kind::Word {
             return None;
         }
@@ -115,7 +115,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// Consumes the next token if it is the keyword `kw`.
-    pub(super) fn eat(&mut self, kw: &str) -> bool {
+    pub(in crate::route) fn eat(&mut self, kw: &str) -> bool {
         let mut copy = *self;
         match copy.next() {
             Some(t) if self.is(t, kw) => {
@@ -126,7 +126,7 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    pub(super) fn eat_kind(&mut self, kind: Kind) -> bool {
+    pub(in crate::route) fn eat_kind(&mut self, kind: Kind) -> bool {
         let mut copy = *self;
         match copy.next() {
             Some(t) if t.kind == kind => {
@@ -137,7 +137,7 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    pub(super) fn skip_trivia(&mut self) {
+    pub(in crate::route) fn skip_trivia(&mut self) {
         loop {
             match self.at(self.pos) {
                 b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => self.pos += 1,
@@ -174,7 +174,7 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    pub(super) fn next(&mut self) -> Option<Token> {
+    pub(in crate::route) fn next(&mut self) -> Option<Token> {
         self.skip_trivia();
         let start = self.pos;
         let kind = match *self.sql.get(start)? {
@@ -198,7 +198,7 @@ impl<'a> Lexer<'a> {
     /// A literal or identifier opened by the quote at `open`, which the
     /// prefix from `start` (E, U&) precedes. A doubled quote stands for
     /// itself; with `backslash` (E'...'), so does a backslash-escaped byte.
-    pub(super) fn quoted(&mut self, kind: Kind, start: usize, open: usize, backslash: bool) -> Token {
+    pub(in crate::route) fn quoted(&mut self, kind: Kind, start: usize, open: usize, backslash: bool) -> Token {
         let quote = self.at(open);
         let mut i = open + 1;
         let (body_end, end, closed) = loop {
@@ -215,7 +215,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// `$1`, or a `$tag$ ... $tag$` string (the tag may be empty), or a lone `$`.
-    pub(super) fn dollar(&mut self, start: usize) -> Token {
+    pub(in crate::route) fn dollar(&mut self, start: usize) -> Token {
         let mut i = start + 1;
         if self.at(i).is_ascii_digit() {
             while self.at(i).is_ascii_digit() {
@@ -248,7 +248,7 @@ impl<'a> Lexer<'a> {
 
     /// Digits and whatever letters, dots and underscores cling to them
     /// (`1e5`, `0x1F`, `1_000`): only their extent matters.
-    pub(super) fn number(&mut self, start: usize) -> Token {
+    pub(in crate::route) fn number(&mut self, start: usize) -> Token {
         let mut i = start + 1;
         while matches!(self.at(i), b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'_' | b'.') {
             i += 1;
@@ -258,7 +258,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// An identifier or keyword, or the E / U& prefix of a literal.
-    pub(super) fn word(&mut self, start: usize) -> Token {
+    pub(in crate::route) fn word(&mut self, start: usize) -> Token {
         let mut i = start + 1;
         while is_ident_cont(self.at(i)) {
             i += 1;

@@ -1,0 +1,273 @@
+//! A statement's shape: its text with literals replaced by a placeholder,
+//! for keying the classifier's cache.
+//!
+//! Parsing with the real PostgreSQL parser costs tens of microseconds, far
+//! more than the router's budget per transaction, and most applications send
+//! the same few statement shapes with different literals (`pgbench -S` sends a
+//! different `aid` every time). Where a statement goes never depends on its
+//! literal values, only on its keywords, identifiers and punctuation, so the
+//! shape is a sound cache key. (The one exception, settings whose *value*
+//! decides, such as `SET pgdog.role = 'replica'`, is never cached: see
+//! [`super::classify`].)
+//!
+//! The scan reuses the statement lexer of [`super::command`], so comments,
+//! quoted identifiers, `E'...'` and dollar quoting are read exactly as
+//! PostgreSQL reads them. It writes into a caller's buffer and allocates
+//! nothing else.
+//!
+//! What the shape keeps and drops:
+//! - string literals (`'...'`, `E'...'`, `U&'...'`, `$tag$...$tag$`, and the
+//!   bit strings and national strings `B'...'`, `X'...'`, `N'...'`) and
+//!   numbers become [`PLACEHOLDER`]; a sign directly before a number where an
+//!   operand is expected (`= -5`, `(-1, +2)`) joins it;
+//! - a comma-separated run of literals becomes one placeholder, so
+//!   `IN (1, 2, 3)` and `IN (4)` share a shape;
+//! - parameters (`$1`) are kept as they are;
+//! - unquoted words are ASCII-lowercased (PostgreSQL folds them anyway),
+//!   quoted identifiers are kept exactly;
+//! - runs of whitespace and comments become one space; tokens written without
+//!   a gap stay without one, so `a<=b` and `a< =b` keep different shapes;
+//! - trailing `;` and whitespace are dropped.
+
+use super::command::lexer::{Kind, Lexer, Token};
+
+/// What a literal becomes in a shape.
+pub const PLACEHOLDER: u8 = b'?';
+
+/// Writes the shape of `sql` into `out` (cleared first). Returns false when
+/// the text ends inside a quoted literal or identifier: such a statement is a
+/// syntax error, and its shape is not worth caching.
+pub fn normalize(sql: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let mut lx = Lexer { sql, pos: 0 };
+    let mut prev_end = 0usize;
+    // Whether the last token emitted ends an operand, after which `-` is a
+    // binary operator rather than a sign.
+    let mut after_operand = false;
+    let mut list = List::None;
+    while let Some(t) = lx.next() {
+        if !out.is_empty() && t.start > prev_end {
+            out.push(b' ');
+        }
+        let mut end = t.end;
+        let mut literal = false;
+        match t.kind {
+            Kind::Str => {
+                if !t.closed {
+                    return false;
+                }
+                literal = true;
+            }
+            Kind::Quoted | Kind::UnicodeQuoted => {
+                if !t.closed {
+                    return false;
+                }
+                out.extend_from_slice(lx.text(t));
+            }
+            Kind::Word => match prefixed_string(&mut lx, t) {
+                Some(Some(e)) => {
+                    end = e;
+                    literal = true;
+                }
+                Some(None) => return false,
+                None => {
+                    let at = out.len();
+                    out.extend_from_slice(lx.text(t));
+                    if let Some(word) = out.get_mut(at..) {
+                        word.make_ascii_lowercase();
+                    }
+                }
+            },
+            Kind::Other if is_number(lx.text(t)) => {
+                end = exponent(&mut lx, t);
+                literal = true;
+            }
+            Kind::Other if !after_operand && matches!(lx.text(t), b"-" | b"+") && next_is_number(&lx) => {
+                if let Some(n) = lx.next() {
+                    end = exponent(&mut lx, n);
+                }
+                literal = true;
+            }
+            _ => out.extend_from_slice(lx.text(t)),
+        }
+        prev_end = end;
+        if literal {
+            list = match list {
+                List::Comma(mark) => {
+                    // `?, ?` → `?`: drop the separator and comma just written.
+                    out.truncate(mark);
+                    List::Placeholder(mark)
+                }
+                _ => {
+                    out.push(PLACEHOLDER);
+                    List::Placeholder(out.len())
+                }
+            };
+            after_operand = true;
+            continue;
+        }
+        let text = lx.text(t);
+        list = match list {
+            List::Placeholder(mark) if text == b"," => List::Comma(mark),
+            _ => List::None,
+        };
+        after_operand = match t.kind {
+            Kind::Word | Kind::Quoted | Kind::UnicodeQuoted | Kind::Close => true,
+            // `$1`, `]`.
+            Kind::Other => text.first() == Some(&b'$') || text == b"]",
+            _ => false,
+        };
+    }
+    while matches!(out.last(), Some(b';' | b' ')) {
+        out.pop();
+    }
+    true
+}
+
+/// Where a run of literals stands: `Placeholder(end)` right after one ended
+/// at `out[..end]`; `Comma(end)` after that and a comma.
+#[derive(Clone, Copy)]
+enum List {
+    None,
+    Placeholder(usize),
+    Comma(usize),
+}
+
+/// Digits or `.5`: the lexer's number tokens (it gives `$1` and operators the
+/// same kind).
+fn is_number(text: &[u8]) -> bool {
+    match text {
+        [d, ..] if d.is_ascii_digit() => true,
+        [b'.', d, ..] => d.is_ascii_digit(),
+        _ => false,
+    }
+}
+
+fn next_is_number(lx: &Lexer<'_>) -> bool {
+    lx.peek().is_some_and(|n| n.kind == Kind::Other && is_number(lx.text(n)))
+}
+
+/// The lexer stops a number at a sign (`1e-5` is `1e`, `-`, `5`); the end of
+/// the whole number, consuming a signed exponent if `t` needs one.
+fn exponent(lx: &mut Lexer<'_>, t: Token) -> usize {
+    let text = lx.text(t);
+    let hex = text.len() > 1 && text.first() == Some(&b'0') && matches!(text.get(1), Some(b'x' | b'X'));
+    if !hex
+        && matches!(text.last(), Some(b'e' | b'E'))
+        && matches!(lx.at(t.end), b'+' | b'-')
+        && lx.at(t.end + 1).is_ascii_digit()
+    {
+        let n = lx.number(t.end + 1);
+        return n.end;
+    }
+    t.end
+}
+
+/// `B'...'`, `X'...'`, `N'...'`: a one-letter word followed without a gap by a
+/// string is one literal. `Some(Some(end))` when `t` opens one (the string is
+/// consumed), `Some(None)` when that string is unterminated, `None` otherwise.
+fn prefixed_string(lx: &mut Lexer<'_>, t: Token) -> Option<Option<usize>> {
+    if !matches!(lx.text(t), [b'b' | b'B' | b'x' | b'X' | b'n' | b'N']) || lx.at(t.end) != b'\'' {
+        return None;
+    }
+    let s = lx.next()?;
+    Some(s.closed.then_some(s.end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(sql: &str) -> String {
+        let mut out = Vec::new();
+        assert!(normalize(sql.as_bytes(), &mut out), "{sql}");
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn shapes() {
+        let cases = [
+            (
+                "SELECT abalance FROM pgbench_accounts WHERE aid = 123",
+                "select abalance from pgbench_accounts where aid = ?",
+            ),
+            (
+                "select  abalance\n\tFROM pgbench_accounts WHERE aid=456;",
+                "select abalance from pgbench_accounts where aid=?",
+            ),
+            // Strings of every kind.
+            ("SELECT 'it''s', E'a\\'b', U&'d\\0061t'", "select ?"),
+            ("SELECT $$a ' b$$, $tag$ x $$ y $tag$", "select ?"),
+            ("SELECT B'0101', x'1F', N'abc'", "select ?"),
+            ("SELECT b 'x'", "select b ?"),
+            // A run of literals is one; parameters stay.
+            ("SELECT * FROM t WHERE id IN (1, 2, 3)", "select * from t where id in (?)"),
+            ("SELECT * FROM t WHERE id IN (7)", "select * from t where id in (?)"),
+            ("SELECT * FROM t WHERE id = $1 AND b IN ($2, $3)", "select * from t where id = $1 and b in ($2, $3)"),
+            ("INSERT INTO t VALUES ($1, 'x', 3)", "insert into t values ($1, ?)"),
+            // Signs and numbers.
+            ("SELECT * FROM t WHERE a = -5", "select * from t where a = ?"),
+            ("SELECT * FROM t WHERE a = - 5.5", "select * from t where a = ?"),
+            ("SELECT * FROM t WHERE a IN (-1, +2, 3)", "select * from t where a in (?)"),
+            ("SELECT a - 1, a-1, (a)-1", "select a - ?, a-?, (a)-?"),
+            ("SELECT 1e-5, 2.5E+3, .5, 0x1F, 1_000", "select ?"),
+            ("SELECT -1e-5", "select -?"),
+            ("SELECT x, - 2", "select x, ?"),
+            // Comments collapse; quoted identifiers are kept exactly.
+            ("SELECT /* c */ 1 -- tail\n FROM \"My Table\"", "select ? from \"My Table\""),
+            ("SELECT /* nested /* c */ */ x", "select x"),
+            ("SELECT 1;;  ", "select ?"),
+            ("SELECT a<=b, a< =b", "select a<=b, a< =b"),
+            ("SELECT 'a'::text, col::int", "select ?::text, col::int"),
+            ("SELECT nextval('s')", "select nextval(?)"),
+            ("SELECT U&\"d\\0061t\" FROM \"T\"", "select U&\"d\\0061t\" from \"T\""),
+            ("", ""),
+            ("  /* only a comment */ ", ""),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(shape(sql), want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn same_shape_different_literals() {
+        let pairs = [
+            (
+                "SELECT abalance FROM pgbench_accounts WHERE aid = 123",
+                "select ABALANCE from pgbench_accounts where aid = 98765",
+            ),
+            ("UPDATE t SET a = 'x' WHERE id = 1", "UPDATE t SET a = E'y\\n' WHERE id = -2"),
+            ("SELECT * FROM t WHERE d > '2020-01-01'::date", "SELECT * FROM t WHERE d > $x$2021$x$::date"),
+        ];
+        for (a, b) in pairs {
+            assert_eq!(shape(a), shape(b), "{a} / {b}");
+        }
+        let differ = [
+            ("SELECT a FROM t WHERE id = 1", "SELECT b FROM t WHERE id = 1"),
+            ("SELECT * FROM t", "SELECT * FROM \"T\""),
+            ("SELECT * FROM t WHERE id = 1", "SELECT * FROM t WHERE id = $1"),
+            ("SELECT * FROM t", "SELECT * FROM t FOR UPDATE"),
+        ];
+        for (a, b) in differ {
+            assert_ne!(shape(a), shape(b), "{a} / {b}");
+        }
+    }
+
+    #[test]
+    fn unterminated_is_reported() {
+        let mut out = Vec::new();
+        for sql in ["SELECT 'abc", "SELECT \"abc", "SELECT $$abc", "SELECT E'abc\\'", "SELECT B'01"] {
+            assert!(!normalize(sql.as_bytes(), &mut out), "{sql}");
+        }
+    }
+
+    #[test]
+    fn reuses_the_buffer() {
+        let mut out = Vec::with_capacity(64);
+        let ptr = out.as_ptr();
+        assert!(normalize(b"SELECT 1", &mut out));
+        assert!(normalize(b"SELECT 2 FROM t", &mut out));
+        assert_eq!(out, b"select ? from t");
+        assert_eq!(out.as_ptr(), ptr);
+    }
+}
