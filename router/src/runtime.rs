@@ -13,15 +13,17 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::pool::{ConnectOptions, HostLimit, Pool, PoolKey, PoolShared};
+use crate::backend::pool::{ConnectOptions, HostLimit, Pool, PoolKey, PoolLinks, PoolShared};
 use crate::backend::server::ServerTarget;
-use crate::config::{self, Config, General, PoolSettings};
+use crate::backend::statements::StatementRegistry;
+use crate::config::{self, Config, General, PoolSettings, QueryRouting};
 use crate::frontend::auth::Credential;
 use crate::frontend::cancel::CancelRegistry;
 use crate::frontend::{listener, tls};
 use crate::logging::{self, LogLevel};
 use crate::net::Keepalive;
 use crate::ops;
+use crate::route::classify::Classifier;
 use crate::stats::clients::ClientRegistry;
 use crate::stats::Sampler;
 
@@ -73,6 +75,15 @@ impl Snapshot {
         }
         let mut credentials = HashMap::new();
         let mut pools = BTreeMap::new();
+        // One statement registry per (user, database), kept across reloads.
+        let mut registries: HashMap<(String, String), Arc<StatementRegistry>> = HashMap::new();
+        if let Some(prev) = previous {
+            for pool in prev.pools.values() {
+                registries
+                    .entry((pool.key.user.clone(), pool.key.database.clone()))
+                    .or_insert_with(|| pool.statements.clone());
+            }
+        }
         for user in &config.users {
             credentials.insert(
                 (user.name.clone(), user.database.clone()),
@@ -112,7 +123,10 @@ impl Snapshot {
                         user.server_password.clone(),
                         settings.clone(),
                         connect.clone(),
-                        host,
+                        PoolLinks {
+                            host,
+                            statements: registries.entry((user.name.clone(), db.name.clone())).or_default().clone(),
+                        },
                     ),
                 };
                 pools.insert(key, pool);
@@ -270,6 +284,9 @@ pub struct Worker {
     /// This thread's copy of the shutdown signal: sessions check and wait
     /// on it without touching state other threads write.
     pub stop: Rc<StopSignal>,
+    /// The read/write classifier and its cache of query shapes, one per
+    /// worker (no lock), with the settings it was built from.
+    classifier: RefCell<Option<(QueryRouting, Rc<RefCell<Classifier>>)>>,
 }
 
 /// Shutdown as one worker's sessions see it: a flag to check for free and a
@@ -299,6 +316,21 @@ impl StopSignal {
 
 impl Worker {
     /// This worker's share of a pool, created on first use.
+    /// This worker's classifier, rebuilt when a reload changed its settings.
+    pub fn classifier(&self, routing: &QueryRouting) -> Rc<RefCell<Classifier>> {
+        let mut slot = self.classifier.borrow_mut();
+        if let Some((built_from, classifier)) = slot.as_ref() {
+            if built_from.writing_functions == routing.writing_functions
+                && built_from.query_cache_size == routing.query_cache_size
+            {
+                return classifier.clone();
+            }
+        }
+        let classifier = Rc::new(RefCell::new(Classifier::new(routing.query_cache_size, &routing.writing_functions)));
+        *slot = Some((routing.clone(), classifier.clone()));
+        classifier
+    }
+
     pub fn pool(&self, shared_pool: &Arc<PoolShared>) -> Rc<Pool> {
         let mut pools = self.pools.borrow_mut();
         if let Some(p) = pools.get(&shared_pool.key) {
@@ -404,6 +436,7 @@ pub fn run(
                 index,
                 pools: RefCell::new(HashMap::new()),
                 stop: Rc::new(StopSignal::default()),
+                classifier: RefCell::new(None),
             });
             local.block_on(&rt, listener::serve(worker, socket));
         });

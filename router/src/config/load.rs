@@ -769,6 +769,7 @@ mod tests {
                 server_password_env: Some(String::new()),
                 server_password_file: Some(String::new()),
                 auth: AuthMethod::Scram,
+                force_replica: true,
             }],
         };
 

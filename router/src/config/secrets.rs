@@ -114,6 +114,7 @@ pub(crate) fn resolve_user(
         server_user: entry.server_user.clone().unwrap_or_else(|| entry.name.clone()),
         server_password,
         auth: entry.auth,
+        force_replica: entry.force_replica,
     })
 }
 

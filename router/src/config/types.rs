@@ -21,6 +21,56 @@ pub struct RouterConfig {
     pub admin: Admin,
     pub metrics: Metrics,
     pub api: Api,
+    pub query_routing: QueryRouting,
+}
+
+/// `[query_routing]`: read/write splitting between a database's primary and
+/// its replicas.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryRouting {
+    /// Send reads to replicas. Off by default: it changes what a client may
+    /// read (a replica can lag), so operators opt in.
+    pub read_write_split: bool,
+    /// Every statement of an explicit transaction goes to the primary (a
+    /// `BEGIN READ ONLY` transaction may still run whole on a replica).
+    pub sticky_transactions: bool,
+    /// Replicas lagging more than this many milliseconds get no reads.
+    pub max_replica_lag: u64,
+    pub load_balancing: LoadBalancing,
+    /// The primary also serves reads, as one more member of the read set.
+    pub primary_reads: bool,
+    /// Functions that write, beyond the built-in ones (nextval, setval,
+    /// pg_advisory_*, lo_*): a query calling one goes to the primary.
+    pub writing_functions: Vec<String>,
+    /// After a client writes outside a transaction, its reads go to the
+    /// primary for this many milliseconds (read-your-writes); 0 turns it off.
+    pub read_your_writes_ms: u64,
+    /// Entries of the classifier's cache of query shapes, per worker.
+    pub query_cache_size: usize,
+}
+
+impl Default for QueryRouting {
+    fn default() -> Self {
+        Self {
+            read_write_split: false,
+            sticky_transactions: true,
+            max_replica_lag: 10_000,
+            load_balancing: LoadBalancing::RoundRobin,
+            primary_reads: false,
+            writing_functions: Vec::new(),
+            read_your_writes_ms: 0,
+            query_cache_size: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancing {
+    RoundRobin,
+    Random,
+    LeastActive,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -342,6 +392,10 @@ pub struct UserEntry {
     pub server_password_file: Option<String>,
     #[serde(default = "default_auth")]
     pub auth: AuthMethod,
+    /// A read-only user: never routed to the primary; writes are refused
+    /// with 25006 (needs `[query_routing] read_write_split`).
+    #[serde(default)]
+    pub force_replica: bool,
 }
 
 fn default_auth() -> AuthMethod {
@@ -361,6 +415,7 @@ pub struct User {
     /// None: the server must accept the user without a password (trust).
     pub server_password: Option<String>,
     pub auth: AuthMethod,
+    pub force_replica: bool,
 }
 
 /// Both files, loaded, resolved and validated: the snapshot a reload swaps.

@@ -22,6 +22,7 @@ pub(crate) fn check_router(cfg: &RouterConfig) -> Result<(), Issue> {
     }
     check_databases(cfg)?;
     check_sharding(cfg)?;
+    check_query_routing(&cfg.query_routing)?;
     check_ops(cfg)
 }
 
@@ -88,6 +89,12 @@ pub(crate) fn check_users(users: &[User], cfg: &RouterConfig) -> Result<(), Issu
             return Err(Issue::users(
                 at.key("database"),
                 format!("user {:?} names database {:?}, which no [[databases]] entry serves", user.name, user.database),
+            ));
+        }
+        if user.force_replica && !cfg.query_routing.read_write_split {
+            return Err(Issue::users(
+                at.key("force_replica"),
+                "needs [query_routing] read_write_split = true in pgdog.toml (without it every query goes to the primary)",
             ));
         }
     }
@@ -187,6 +194,24 @@ fn check_databases(cfg: &RouterConfig) -> Result<(), Issue> {
                     ),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+fn check_query_routing(routing: &crate::config::types::QueryRouting) -> Result<(), Issue> {
+    let at = KeyPath::new("query_routing");
+    if !routing.sticky_transactions {
+        // A transaction-mode session keeps one server for a whole
+        // transaction, so statements of one cannot be spread yet.
+        return Err(Issue::router(at.key("sticky_transactions"), "false is not supported yet"));
+    }
+    in_range(at.key("query_cache_size"), routing.query_cache_size, 1, 1_000_000)?;
+    at_most(at.key("max_replica_lag"), routing.max_replica_lag, 86_400_000)?;
+    at_most(at.key("read_your_writes_ms"), routing.read_your_writes_ms, 86_400_000)?;
+    for (i, f) in routing.writing_functions.iter().enumerate() {
+        if f.trim().is_empty() {
+            return Err(Issue::router(at.key("writing_functions").index(i), "must not be empty"));
         }
     }
     Ok(())

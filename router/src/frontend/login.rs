@@ -26,6 +26,7 @@ use crate::stats::clients::{Activity, ClientGuard, ClientInfo};
 
 use super::auth::{self, AuthError};
 use super::cancel;
+use super::read_write::{SplitSettings, Splitter};
 use super::session::{Session, SessionSettings};
 use super::startup::{self, Opening, Refusal, StartupError};
 
@@ -267,6 +268,7 @@ async fn login(
         activity: activity.clone(),
     });
 
+    let split = splitter(worker, &snapshot, &pool, &user, &database, mode);
     let settings = SessionSettings {
         mode,
         idle_in_transaction_timeout: match general.idle_in_transaction_timeout_ms {
@@ -279,6 +281,42 @@ async fn login(
         log_queries: general.log_queries,
         activity,
     };
-    let session = Session::new(stream, buf, pool, startup_params, settings, cancel, worker.stop.clone());
+    let mut session = Session::new(stream, buf, pool, startup_params, settings, cancel, worker.stop.clone());
+    if let Some(split) = split {
+        session.set_splitter(split);
+    }
     Some((session, bound, listed))
+}
+
+/// Read/write splitting for this client, when `[query_routing]` turns it on
+/// and the pool mode lets each request choose its server.
+fn splitter(
+    worker: &Worker,
+    snapshot: &crate::runtime::Snapshot,
+    primary: &Rc<crate::backend::pool::Pool>,
+    user: &str,
+    database: &str,
+    mode: PoolMode,
+) -> Option<Splitter> {
+    let routing = &snapshot.config.router.query_routing;
+    if !routing.read_write_split || mode == PoolMode::Session {
+        return None;
+    }
+    let force_replica =
+        snapshot.config.users.iter().any(|u| u.name == user && u.database == database && u.force_replica);
+    let replicas = snapshot
+        .pools
+        .values()
+        .filter(|p| p.key.user == user && p.key.database == database && p.role == crate::config::Role::Replica)
+        .map(|p| worker.pool(p))
+        .collect();
+    let settings = SplitSettings {
+        primary_reads: routing.primary_reads,
+        balancing: routing.load_balancing,
+        read_your_writes: (routing.read_your_writes_ms > 0)
+            .then(|| std::time::Duration::from_millis(routing.read_your_writes_ms)),
+        force_replica,
+        sticky_transactions: routing.sticky_transactions,
+    };
+    Some(Splitter::new(primary.clone(), replicas, worker.classifier(routing), settings))
 }

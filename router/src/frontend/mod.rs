@@ -7,6 +7,7 @@ pub mod listener;
 pub mod login;
 pub mod pipeline;
 pub mod prepared;
+pub mod read_write;
 pub mod session;
 pub mod session_state;
 pub mod startup;

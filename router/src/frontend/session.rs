@@ -33,7 +33,9 @@ use crate::runtime::StopSignal;
 use super::cancel::{self, CancelHandle, ServerKey};
 use super::pipeline::{Expect, Local, Pipeline, Reply, Step};
 use super::prepared::{self, ClientStatements, Rewrite, Rewriter};
+use super::read_write::{Choice, Splitter};
 use super::session_state::SessionState;
+use crate::route::classify::ReadOnlyViolation;
 
 /// Client messages the pump must see whole in session mode: Terminate is
 /// not forwarded.
@@ -151,6 +153,13 @@ pub struct Session {
     pipeline: Pipeline,
     /// The client's settings and pinning (transaction and statement mode).
     state: SessionState,
+    /// Read/write splitting: chooses the pool (`self.pool`) per request.
+    split: Option<Splitter>,
+    /// The bound server is a replica's.
+    on_replica: bool,
+    /// On a replica, the client's next request must go elsewhere: it is
+    /// held until the replica's replies are through, then routed afresh.
+    reroute: bool,
     /// ReadyForQuery messages still owed to the client.
     pending: u32,
     /// Extended-protocol messages sent since the last Sync.
@@ -229,6 +238,9 @@ impl Session {
             statements: ClientStatements::default(),
             pipeline: Pipeline::default(),
             state: SessionState::new(params.clone()),
+            split: None,
+            on_replica: false,
+            reroute: false,
             pending: 0,
             unsynced: false,
             release: false,
@@ -249,6 +261,10 @@ impl Session {
             cancel_addr: None,
             stats,
         }
+    }
+
+    pub fn set_splitter(&mut self, split: Splitter) {
+        self.split = Some(split);
     }
 
     pub fn set_span(&mut self, span: tracing::Span) {
@@ -278,6 +294,9 @@ impl Session {
 
     /// Binds a server for the request the client sent and serves it.
     async fn serve_request(&mut self) -> bool {
+        if self.split.is_some() && !self.route_request().await {
+            return true;
+        }
         let server = match self.pool.checkout_now() {
             Some(server) if server.applied == self.params => server,
             ready => match self.bind(ready).await {
@@ -343,17 +362,66 @@ impl Session {
         }
     }
 
+    /// Read/write splitting: points `self.pool` at the pool that serves the
+    /// request at the front of the client's buffer. Returns false when the
+    /// request was refused (a write by a replica-only user).
+    async fn route_request(&mut self) -> bool {
+        let choice = {
+            let Session { split, cbuf, statements, .. } = self;
+            let Some(split) = split.as_mut() else { return true };
+            let texts = request_texts(cbuf, statements);
+            let decision = split.decide(texts.iter().copied());
+            split.choose(decision.as_ref())
+        };
+        let primary = self.split.as_ref().map(|s| s.primary.clone());
+        match choice {
+            Choice::Primary => {
+                if let Some(p) = primary {
+                    self.pool = p;
+                }
+                self.on_replica = false;
+            }
+            Choice::Replica(pool) => {
+                self.pool = pool;
+                self.on_replica = true;
+            }
+            Choice::ReadOnly => {
+                let message = ReadOnlyViolation.to_string();
+                self.refuse_request(ReadOnlyViolation::SQLSTATE, &message).await;
+                return false;
+            }
+            Choice::InvalidRole => {
+                let message = "invalid value for pgdog.role: expected primary, replica or auto";
+                self.refuse_request(sqlstate::INVALID_PARAMETER_VALUE, message).await;
+                return false;
+            }
+        }
+        true
+    }
+
     /// Checks out a server and prepares it for this client. On failure the
     /// client's request is answered with the error and None is returned.
     async fn bind(&mut self, ready: Option<Server>) -> Option<Server> {
         let pool = self.pool.clone();
-        let checked_out = match ready {
+        let mut checked_out = match ready {
             Some(server) => Ok(server),
             None => {
                 self.stats.client_waiting(); // ops: SHOW CLIENTS
                 pool.checkout().await
             }
         };
+        if let (Err(PoolError::Server(e)), true) = (&checked_out, self.on_replica) {
+            // Nothing was sent yet: the request moves to the primary and the
+            // replica gets no reads for a while.
+            tracing::warn!(parent: &self.span, pool = %pool.shared.key, error = %e, "replica unreachable, reading from the primary");
+            pool.shared.ban(super::read_write::BAN);
+            if let Some(split) = &self.split {
+                self.pool = split.primary.clone();
+            }
+            self.on_replica = false;
+            let primary = self.pool.clone();
+            checked_out = primary.checkout().await;
+        }
         match checked_out {
             Ok(mut server) => {
                 if let Err(e) = server.apply_params(&self.params).await {
@@ -395,6 +463,7 @@ impl Session {
         self.s_consumed = 0;
         self.s_assembling = false;
         self.s_dropping = false;
+        self.reroute = false;
         let outcome = std::future::poll_fn(|cx| self.poll_pump(&mut server, cx)).await;
         if matches!(outcome, Outcome::Released) && !self.holds_server() {
             self.cancel.slot.clear();
@@ -792,7 +861,7 @@ impl Session {
             }
             if self.release && self.s_ready == 0 && !self.s_assembling {
                 self.release = false;
-                if self.c_ready == 0 && self.c_consumed == 0 && self.cbuf.is_empty() {
+                if self.c_ready == 0 && self.c_consumed == 0 && (self.cbuf.is_empty() || self.reroute) {
                     return Poll::Ready(Outcome::Released);
                 }
                 // The client already sent its next request: keep the server.
@@ -849,7 +918,22 @@ impl Session {
     /// can be scanned (and read).
     #[inline]
     fn client_idle_to_scan(&self) -> bool {
-        self.c_ready == 0 && self.c_drop == 0 && self.c_consumed == 0 && !self.client_done
+        self.c_ready == 0 && self.c_drop == 0 && self.c_consumed == 0 && !self.client_done && !self.reroute
+    }
+
+    /// On a replica: whether the client message starting a new request at
+    /// `pos` must go to the primary instead.
+    fn needs_primary(&mut self, tag: u8, pos: usize, len: usize) -> bool {
+        if !matches!(tag, b'Q' | b'P' | b'B') {
+            return false;
+        }
+        let Session { split, cbuf, statements, .. } = self;
+        let Some(split) = split.as_mut() else { return false };
+        match request_texts(&cbuf[pos..pos + len], statements).first() {
+            Some(text) => split.needs_primary(text),
+            // A Bind of a statement the router does not know: the primary.
+            None => tag == b'B',
+        }
     }
 
     #[inline]
@@ -893,6 +977,18 @@ impl Session {
                     return Ok(());
                 }
                 Event::Whole { tag, len } => {
+                    // Inside a transaction on the replica, everything goes
+                    // there (the replica refuses writes in it itself).
+                    let in_txn = self.pending == 0 && server.status != b'I';
+                    if self.on_replica && !self.unsynced && !in_txn && self.needs_primary(tag, pos, len) {
+                        // Held back until the replica's replies are through,
+                        // then routed afresh (the release below).
+                        self.reroute = true;
+                        if self.pending == 0 {
+                            self.release = true;
+                        }
+                        return Ok(());
+                    }
                     self.note_client_message(tag);
                     self.stats.on_client_message(tag, &self.cbuf[pos..pos + len]);
                     self.client_message(server, tag, pos, len);
@@ -1054,6 +1150,11 @@ impl Session {
                     server.status = status;
                     self.pending = self.pending.saturating_sub(1);
                     self.stats.on_ready(status, self.pending, server.pid);
+                    if self.reroute && self.pending == 0 && status != b'I' {
+                        // A transaction is open on the replica: the held
+                        // request belongs to it, and the replica answers it.
+                        self.reroute = false;
+                    }
                     if self.pending == 0 && !self.unsynced {
                         if self.settings.mode == PoolMode::Statement && status != b'I' {
                             self.s_drop = len;
@@ -1157,6 +1258,38 @@ fn ends_transaction(sql: &[u8]) -> bool {
     let first = text.trim_start().split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or("").to_ascii_lowercase();
     let rest_ok = text.trim().trim_end_matches('\0').trim_end_matches(';').split_whitespace().count() <= 2;
     matches!(first.as_str(), "rollback" | "abort" | "commit" | "end") && rest_ok
+}
+
+/// The statement texts of the request at the front of `cbuf`, as far as it
+/// is buffered whole: a simple query's, or the Parse (and named-statement
+/// Bind) texts of an extended batch up to its Sync. At most eight.
+fn request_texts<'a>(cbuf: &'a [u8], statements: &'a ClientStatements) -> Vec<&'a [u8]> {
+    let mut texts = Vec::new();
+    let mut pos = 0;
+    while texts.len() < 8 {
+        let Ok(Some((tag, total))) = frame::header(&cbuf[pos..]) else { break };
+        let Some(body) = cbuf.get(pos + HEADER_LEN..pos + total) else { break };
+        match tag {
+            b'Q' => {
+                texts.push(body.strip_suffix(b"\0").unwrap_or(body));
+                break;
+            }
+            b'P' => texts.push(parse_query(body)),
+            b'B' => {
+                let mut r = frame::Reader::new(body);
+                let _portal = r.cstr();
+                if let Some(statement) = r.cstr().filter(|n| !n.is_empty()).and_then(|n| statements.get(n)) {
+                    let definition = statement.definition();
+                    let end = definition.iter().position(|&b| b == 0).unwrap_or(definition.len());
+                    texts.push(&definition[..end]);
+                }
+            }
+            b'S' => break,
+            _ => {}
+        }
+        pos += total;
+    }
+    texts
 }
 
 /// The query text of a Parse body (statement name, then query).

@@ -186,8 +186,13 @@ pub struct PoolShared {
     shares: RwLock<Vec<Arc<WorkerShare>>>,
     /// Bumped when a worker's share joins or leaves.
     shares_version: AtomicU64,
-    /// Named prepared statements of this pool's clients (transaction mode).
-    pub statements: StatementRegistry,
+    /// Named prepared statements of this pool's clients (transaction mode),
+    /// shared by every pool of the same user and database: a client's
+    /// statement may run on the primary or on any replica.
+    pub statements: Arc<StatementRegistry>,
+    /// Read/write splitting: until when (ms on the process clock) reads
+    /// avoid this replica after it failed; 0 when not banned.
+    banned_until_ms: AtomicU64,
     /// Admin PAUSE: checkouts wait until RESUME. Workers see it through
     /// `generation`, so the checkout fast path pays nothing for it.
     paused: AtomicBool,
@@ -200,6 +205,13 @@ pub struct PoolShared {
     servers: Mutex<std::collections::BTreeMap<i32, ServerEntry>>,
 }
 
+/// What a pool shares with other pools: the host's connection cap (pools
+/// of one host), the statement registry (pools of one user and database).
+pub struct PoolLinks {
+    pub host: Arc<HostLimit>,
+    pub statements: Arc<StatementRegistry>,
+}
+
 impl PoolShared {
     pub fn new(
         key: PoolKey,
@@ -208,8 +220,9 @@ impl PoolShared {
         password: Option<String>,
         settings: PoolSettings,
         connect: ConnectOptions,
-        host: Arc<HostLimit>,
+        links: PoolLinks,
     ) -> Arc<Self> {
+        let PoolLinks { host, statements } = links;
         Arc::new(Self {
             key,
             role,
@@ -231,12 +244,29 @@ impl PoolShared {
             errors_total: AtomicU64::new(0),
             shares: RwLock::new(Vec::new()),
             shares_version: AtomicU64::new(0),
-            statements: StatementRegistry::default(),
+            statements,
+            banned_until_ms: AtomicU64::new(0),
             paused: AtomicBool::new(false),
             resumed: Notify::new(),
             reconnect_before: Mutex::new(None),
             servers: Mutex::new(std::collections::BTreeMap::new()),
         })
+    }
+
+    /// Keeps reads away from this pool for `duration` (its host failed).
+    pub fn ban(&self, duration: Duration) {
+        let until = process_millis() + duration.as_millis() as u64;
+        self.banned_until_ms.store(until.max(1), Ordering::Relaxed);
+    }
+
+    pub fn is_banned(&self) -> bool {
+        let until = self.banned_until_ms.load(Ordering::Relaxed);
+        until != 0 && process_millis() < until
+    }
+
+    /// Server connections handed to clients right now, all workers together.
+    pub fn active_count(&self) -> usize {
+        self.totals().0
     }
 
     pub fn settings(&self) -> PoolSettings {
@@ -426,4 +456,11 @@ impl PoolShared {
         self.closed_total.fetch_add(1, Ordering::Relaxed);
         self.freed.notify_waiters();
     }
+}
+
+/// Milliseconds on a clock that starts with the process: cheap to compare
+/// and to keep in an atomic.
+fn process_millis() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }

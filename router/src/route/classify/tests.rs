@@ -554,3 +554,15 @@ fn deep_nesting_is_not_a_crash() {
         assert!(matches!(d.access, Write | Unknown), "depth {depth}: {d:?}");
     }
 }
+
+#[test]
+fn recovery_probe_is_a_read() {
+    let mut c = Classifier::new(10, &[]);
+    assert_eq!(c.classify(b"SELECT pg_is_in_recovery()").access, Access::Read);
+}
+
+#[test]
+fn nextval_in_an_expression_is_a_write() {
+    let mut c = Classifier::new(10, &[]);
+    assert_eq!(c.classify(b"SELECT nextval('rw_app.t_id_seq') > 0, pg_is_in_recovery()").access, Access::Write);
+}

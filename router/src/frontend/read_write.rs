@@ -1,0 +1,182 @@
+//! Read/write splitting for one session: which pool, the primary's or a
+//! replica's, serves the client's next request.
+//!
+//! The decision is `route::classify`'s (pure); this module holds what it
+//! needs from the session (the `SET pgdog.role` pin, the time of the last
+//! write for read-your-writes) and picks a replica by the configured
+//! balancing, skipping banned ones. A transaction-mode session binds a
+//! server for a whole transaction, so a decision is only ever made at a
+//! request boundary outside a transaction.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::backend::pool::Pool;
+use crate::config::LoadBalancing;
+use crate::route::classify::{self, Access, Classifier, Decision, RoleSetting, SessionFacts, Target};
+
+/// How long reads avoid a replica whose server could not be reached.
+pub const BAN: Duration = Duration::from_secs(5);
+
+/// Settings from `[query_routing]` and the user, fixed at login.
+#[derive(Debug, Clone)]
+pub struct SplitSettings {
+    pub primary_reads: bool,
+    pub balancing: LoadBalancing,
+    pub read_your_writes: Option<Duration>,
+    pub force_replica: bool,
+    pub sticky_transactions: bool,
+}
+
+pub struct Splitter {
+    pub primary: Rc<Pool>,
+    replicas: Vec<Rc<Pool>>,
+    classifier: Rc<RefCell<Classifier>>,
+    settings: SplitSettings,
+    /// `SET pgdog.role = 'primary' | 'replica'`.
+    pinned: Option<Target>,
+    last_write: Option<Instant>,
+    turn: Cell<usize>,
+}
+
+/// Where a request goes, or why it cannot.
+pub enum Choice {
+    Primary,
+    Replica(Rc<Pool>),
+    /// A write by a replica-only user (25006).
+    ReadOnly,
+    /// `SET pgdog.role` to something else than primary, replica or auto (22023).
+    InvalidRole,
+}
+
+impl Splitter {
+    pub fn new(
+        primary: Rc<Pool>,
+        replicas: Vec<Rc<Pool>>,
+        classifier: Rc<RefCell<Classifier>>,
+        settings: SplitSettings,
+    ) -> Self {
+        Self { primary, replicas, classifier, settings, pinned: None, last_write: None, turn: Cell::new(0) }
+    }
+
+    /// What the statement texts of one request (a simple query, or the
+    /// Parse / Bind texts of an extended batch) need, combined: the most
+    /// demanding access, and the first statement's transaction and hint.
+    pub fn decide<'a>(&self, texts: impl IntoIterator<Item = &'a [u8]>) -> Option<Decision> {
+        let mut classifier = self.classifier.borrow_mut();
+        let mut combined: Option<Decision> = None;
+        for text in texts {
+            let d = classifier.classify(text);
+            combined = Some(match combined {
+                None => d,
+                Some(mut c) => {
+                    c.access = c.access.max(d.access);
+                    c.role = d.role.or(c.role);
+                    c
+                }
+            });
+        }
+        combined
+    }
+
+    /// Where a request with decision `d` goes (None: nothing readable, the
+    /// primary). Records a `SET pgdog.role` and, for read-your-writes, writes.
+    pub fn choose(&mut self, d: Option<&Decision>) -> Choice {
+        let Some(d) = d else { return self.primary_or_forced() };
+        match d.role {
+            Some(RoleSetting::Pin(t)) => self.pinned = Some(t),
+            Some(RoleSetting::Auto) => self.pinned = None,
+            Some(RoleSetting::Invalid) => return Choice::InvalidRole,
+            None => {}
+        }
+        let facts = SessionFacts {
+            txn: None,
+            pinned: self.pinned,
+            force_replica: self.settings.force_replica,
+            sticky_transactions: self.settings.sticky_transactions,
+        };
+        let target = match classify::route(d, &facts) {
+            Ok(t) => t,
+            Err(_) => return Choice::ReadOnly,
+        };
+        if target == Target::Primary {
+            if matches!(d.access, Access::Write | Access::Unknown) {
+                self.last_write = Some(Instant::now());
+            }
+            return Choice::Primary;
+        }
+        let recent_write = match (self.settings.read_your_writes, self.last_write) {
+            (Some(window), Some(at)) => at.elapsed() < window,
+            _ => false,
+        };
+        if recent_write && !self.settings.force_replica && d.hint.is_none() && self.pinned.is_none() {
+            return Choice::Primary;
+        }
+        match self.pick_replica() {
+            Some(pool) => Choice::Replica(pool),
+            None => Choice::Primary,
+        }
+    }
+
+    /// Whether a request that arrives while the session is on a replica
+    /// must go elsewhere (it writes, or asks for the primary).
+    pub fn needs_primary(&mut self, text: &[u8]) -> bool {
+        if self.settings.force_replica {
+            return false;
+        }
+        let d = self.decide([text]);
+        match d {
+            Some(d) if d.role.is_some() => true,
+            Some(d) => {
+                let facts = SessionFacts {
+                    txn: None,
+                    pinned: self.pinned,
+                    force_replica: false,
+                    sticky_transactions: self.settings.sticky_transactions,
+                };
+                !matches!(classify::route(&d, &facts), Ok(Target::Replica))
+            }
+            None => true,
+        }
+    }
+
+    fn primary_or_forced(&self) -> Choice {
+        if self.settings.force_replica {
+            if let Some(pool) = self.pick_replica() {
+                return Choice::Replica(pool);
+            }
+        }
+        Choice::Primary
+    }
+
+    /// A replica that is not banned, by the configured balancing; the
+    /// primary counts as one when it also serves reads (then None means it).
+    fn pick_replica(&self) -> Option<Rc<Pool>> {
+        let candidates: Vec<&Rc<Pool>> = self.replicas.iter().filter(|p| !p.shared.is_banned()).collect();
+        let extra = usize::from(self.settings.primary_reads);
+        let n = candidates.len() + extra;
+        if n == 0 {
+            return None;
+        }
+        let index = match self.settings.balancing {
+            LoadBalancing::RoundRobin => {
+                let t = self.turn.get();
+                self.turn.set(t.wrapping_add(1));
+                t % n
+            }
+            LoadBalancing::Random => rand::random::<usize>() % n,
+            LoadBalancing::LeastActive => {
+                let mut best = (usize::MAX, 0);
+                for (i, p) in candidates.iter().enumerate() {
+                    best = best.min((p.shared.active_count(), i));
+                }
+                if extra == 1 {
+                    best = best.min((self.primary.shared.active_count(), candidates.len()));
+                }
+                best.1
+            }
+        };
+        candidates.get(index).map(|p| (*p).clone())
+    }
+}
