@@ -9,7 +9,7 @@ CARGO=${CARGO:-cargo}
 "$CARGO" build -p pgdog-router || exit 1
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-"$CARGO" test --workspace --lib --bins --tests -- --test-threads=4 2>&1 | tee "$log"
+"$CARGO" test --workspace --lib --bins --tests --no-fail-fast -- --test-threads=4 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
