@@ -452,12 +452,15 @@ pub fn run(
 
     // Admin console, metrics and API run on the control thread: light
     // traffic, and they stay up while workers drain (readyz says 503).
+    // The replica health monitor too; it ends when shutdown starts.
     control.block_on(async {
         if let Err(e) = spawn_ops(shared.clone(), ops_listeners) {
             tracing::error!(error = %e, "cannot start the admin, metrics and API listeners");
             shared.shutdown.cancel();
         }
-        handle_signals(shared.clone(), signals, Duration::from_millis(general.shutdown_timeout_ms)).await
+        let monitor = tokio::spawn(crate::backend::health::monitor(shared.clone()));
+        handle_signals(shared.clone(), signals, Duration::from_millis(general.shutdown_timeout_ms)).await;
+        let _ = monitor.await;
     });
     for t in threads {
         let _ = t.join();

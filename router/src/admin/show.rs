@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::backend::pool::PoolShared;
 use crate::config::{PoolMode, Role};
 use crate::runtime::{Shared, Snapshot};
 use crate::stats::clients::ClientState;
@@ -66,6 +67,9 @@ pub fn pools(shared: &Shared) -> Table {
         ("pool", Text),
         ("pool_size", Int),
         ("paused", Int),
+        ("banned", Int),
+        ("replica_lag_ms", Int),
+        ("last_error", Text),
     ]);
     let snapshot = shared.snapshot();
     let clients = shared.client_list.counts();
@@ -97,9 +101,25 @@ pub fn pools(shared: &Shared) -> Table {
             pool_name(&snapshot, &key.user, &key.database).into(),
             pool.max_size().into(),
             pool.is_paused().into(),
+            (!pool.readable()).into(),
+            lag(pool),
+            last_error(pool),
         ]);
     }
     t
+}
+
+/// `replica_lag_ms`: the health monitor's last measurement, NULL for a
+/// primary or before the first one.
+fn lag(pool: &PoolShared) -> Value {
+    match (pool.role, pool.lag_ms()) {
+        (Role::Replica, Some(ms)) => ms.into(),
+        _ => Value::Null,
+    }
+}
+
+fn last_error(pool: &PoolShared) -> Value {
+    pool.last_error().map(Value::from).unwrap_or(Value::Null)
 }
 
 /// SHOW CLIENTS and SHOW SERVERS share PgBouncer's column list.
@@ -170,7 +190,14 @@ pub fn clients(shared: &Shared) -> Table {
 }
 
 pub fn servers(shared: &Shared) -> Table {
-    let mut t = connection_table(&[("role", Text), ("server_user", Text), ("server_database", Text)]);
+    let mut t = connection_table(&[
+        ("role", Text),
+        ("server_user", Text),
+        ("server_database", Text),
+        ("banned", Int),
+        ("replica_lag_ms", Int),
+        ("last_error", Text),
+    ]);
     let snapshot = shared.snapshot();
     for (key, pool) in &snapshot.pools {
         for (entry, idle) in pool.servers() {
@@ -197,6 +224,9 @@ pub fn servers(shared: &Shared) -> Table {
                 role_name(pool.role).into(),
                 pool.target.user.as_str().into(),
                 pool.target.database.as_str().into(),
+                (!pool.readable()).into(),
+                lag(pool),
+                last_error(pool),
             ]);
         }
     }

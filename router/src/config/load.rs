@@ -655,6 +655,31 @@ mod tests {
     }
 
     #[test]
+    fn health_check_keys_parse_and_are_range_checked() {
+        let routing = |extra: &str| format!("{MINIMAL}[query_routing]\n{extra}\n");
+        let config = parse(
+            &routing(
+                "health_check_interval_ms = 200\nhealth_check_timeout_ms = 300\nban_time_ms = 400\n\
+                 replica_fallback = \"error\"",
+            ),
+            "",
+        )
+        .unwrap();
+        let q = &config.router.query_routing;
+        assert_eq!((q.health_check_interval_ms, q.health_check_timeout_ms, q.ban_time_ms), (200, 300, 400));
+        assert_eq!(q.replica_fallback, super::super::types::ReplicaFallback::Error);
+        for (bad, key) in [
+            ("health_check_interval_ms = 0", "query_routing.health_check_interval_ms"),
+            ("health_check_timeout_ms = 5", "query_routing.health_check_timeout_ms"),
+            ("ban_time_ms = 0", "query_routing.ban_time_ms"),
+            ("replica_fallback = \"nowhere\"", "query_routing.replica_fallback"),
+        ] {
+            let err = parse(&routing(bad), "").unwrap_err();
+            assert_eq!(err.key(), Some(key), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn error_key_is_exposed() {
         let err = parse("[pools.default]\nmax_pool = 3\n", "").unwrap_err();
         assert_eq!(err.key(), Some("pools.default.max_pool"));

@@ -48,6 +48,24 @@ pub struct QueryRouting {
     pub read_your_writes_ms: u64,
     /// Entries of the classifier's cache of query shapes, per worker.
     pub query_cache_size: usize,
+    /// How often each replica is health-checked and its lag measured.
+    pub health_check_interval_ms: u64,
+    /// Time a health check may take (connect plus query) before it fails.
+    pub health_check_timeout_ms: u64,
+    /// How long reads avoid a replica that failed a check or a checkout.
+    pub ban_time_ms: u64,
+    /// Where reads go when no replica is eligible.
+    pub replica_fallback: ReplicaFallback,
+}
+
+/// What a read does when every replica is banned or lagging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaFallback {
+    /// The primary serves it.
+    Primary,
+    /// It fails with SQLSTATE 08006.
+    Error,
 }
 
 impl Default for QueryRouting {
@@ -61,6 +79,10 @@ impl Default for QueryRouting {
             writing_functions: Vec::new(),
             read_your_writes_ms: 0,
             query_cache_size: 10_000,
+            health_check_interval_ms: 1_000,
+            health_check_timeout_ms: 1_000,
+            ban_time_ms: 5_000,
+            replica_fallback: ReplicaFallback::Primary,
         }
     }
 }

@@ -209,6 +209,9 @@ fn check_query_routing(routing: &crate::config::types::QueryRouting) -> Result<(
     in_range(at.key("query_cache_size"), routing.query_cache_size, 1, 1_000_000)?;
     at_most(at.key("max_replica_lag"), routing.max_replica_lag, 86_400_000)?;
     at_most(at.key("read_your_writes_ms"), routing.read_your_writes_ms, 86_400_000)?;
+    in_range(at.key("health_check_interval_ms"), routing.health_check_interval_ms, 10, 3_600_000)?;
+    in_range(at.key("health_check_timeout_ms"), routing.health_check_timeout_ms, 10, 3_600_000)?;
+    in_range(at.key("ban_time_ms"), routing.ban_time_ms, 1, 86_400_000)?;
     for (i, f) in routing.writing_functions.iter().enumerate() {
         if f.trim().is_empty() {
             return Err(Issue::router(at.key("writing_functions").index(i), "must not be empty"));

@@ -317,6 +317,8 @@ fn splitter(
             .then(|| std::time::Duration::from_millis(routing.read_your_writes_ms)),
         force_replica,
         sticky_transactions: routing.sticky_transactions,
+        ban_time: std::time::Duration::from_millis(routing.ban_time_ms),
+        fallback_error: routing.replica_fallback == crate::config::ReplicaFallback::Error,
     };
     Some(Splitter::new(primary.clone(), replicas, worker.classifier(routing), settings))
 }

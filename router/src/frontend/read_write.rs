@@ -4,7 +4,7 @@
 //! The decision is `route::classify`'s (pure); this module holds what it
 //! needs from the session (the `SET pgdog.role` pin, the time of the last
 //! write for read-your-writes) and picks a replica by the configured
-//! balancing, skipping banned ones. A transaction-mode session binds a
+//! balancing, skipping banned and lagging ones (see `backend::health`). A transaction-mode session binds a
 //! server for a whole transaction, so a decision is only ever made at a
 //! request boundary outside a transaction.
 
@@ -16,9 +16,6 @@ use crate::backend::pool::Pool;
 use crate::config::LoadBalancing;
 use crate::route::classify::{self, Access, Classifier, Decision, RoleSetting, SessionFacts, Target};
 
-/// How long reads avoid a replica whose server could not be reached.
-pub const BAN: Duration = Duration::from_secs(5);
-
 /// Settings from `[query_routing]` and the user, fixed at login.
 #[derive(Debug, Clone)]
 pub struct SplitSettings {
@@ -27,6 +24,12 @@ pub struct SplitSettings {
     pub read_your_writes: Option<Duration>,
     pub force_replica: bool,
     pub sticky_transactions: bool,
+    /// How long reads avoid a replica whose server could not be reached
+    /// (`ban_time_ms`).
+    pub ban_time: Duration,
+    /// `replica_fallback = "error"`: a read with replicas configured but
+    /// none eligible fails instead of going to the primary.
+    pub fallback_error: bool,
 }
 
 pub struct Splitter {
@@ -48,7 +51,14 @@ pub enum Choice {
     ReadOnly,
     /// `SET pgdog.role` to something else than primary, replica or auto (22023).
     InvalidRole,
+    /// A read while every replica is banned or lagging, with
+    /// `replica_fallback = "error"` (08006).
+    NoReplica,
 }
+
+/// The message of [`Choice::NoReplica`].
+pub const NO_REPLICA: &str =
+    "no replica can serve reads (all are down, banned or lagging more than max_replica_lag) and replica_fallback is \"error\"";
 
 impl Splitter {
     pub fn new(
@@ -115,8 +125,25 @@ impl Splitter {
         }
         match self.pick_replica() {
             Some(pool) => Choice::Replica(pool),
-            None => Choice::Primary,
+            None => self.fallback(),
         }
+    }
+
+    /// Where a read goes that no replica can take.
+    fn fallback(&self) -> Choice {
+        if self.settings.fallback_error && !self.settings.primary_reads && !self.replicas.is_empty() {
+            Choice::NoReplica
+        } else {
+            Choice::Primary
+        }
+    }
+
+    pub fn ban_time(&self) -> Duration {
+        self.settings.ban_time
+    }
+
+    pub fn fallback_error(&self) -> bool {
+        self.settings.fallback_error
     }
 
     /// Whether a request that arrives while the session is on a replica
@@ -143,17 +170,18 @@ impl Splitter {
 
     fn primary_or_forced(&self) -> Choice {
         if self.settings.force_replica {
-            if let Some(pool) = self.pick_replica() {
-                return Choice::Replica(pool);
-            }
+            return match self.pick_replica() {
+                Some(pool) => Choice::Replica(pool),
+                None => self.fallback(),
+            };
         }
         Choice::Primary
     }
 
-    /// A replica that is not banned, by the configured balancing; the
+    /// A replica that is not banned or lagging, by the configured balancing; the
     /// primary counts as one when it also serves reads (then None means it).
     fn pick_replica(&self) -> Option<Rc<Pool>> {
-        let candidates: Vec<&Rc<Pool>> = self.replicas.iter().filter(|p| !p.shared.is_banned()).collect();
+        let candidates: Vec<&Rc<Pool>> = self.replicas.iter().filter(|p| p.shared.readable()).collect();
         let extra = usize::from(self.settings.primary_reads);
         let n = candidates.len() + extra;
         if n == 0 {

@@ -390,6 +390,10 @@ impl Session {
                 self.refuse_request(ReadOnlyViolation::SQLSTATE, &message).await;
                 return false;
             }
+            Choice::NoReplica => {
+                self.refuse_request(sqlstate::CONNECTION_FAILURE, super::read_write::NO_REPLICA).await;
+                return false;
+            }
             Choice::InvalidRole => {
                 let message = "invalid value for pgdog.role: expected primary, replica or auto";
                 self.refuse_request(sqlstate::INVALID_PARAMETER_VALUE, message).await;
@@ -410,17 +414,25 @@ impl Session {
                 pool.checkout().await
             }
         };
+        let fallback_error = self.split.as_ref().is_some_and(|s| s.fallback_error());
         if let (Err(PoolError::Server(e)), true) = (&checked_out, self.on_replica) {
-            // Nothing was sent yet: the request moves to the primary and the
-            // replica gets no reads for a while.
-            tracing::warn!(parent: &self.span, pool = %pool.shared.key, error = %e, "replica unreachable, reading from the primary");
-            pool.shared.ban(super::read_write::BAN);
+            // Nothing was sent yet: the replica gets no reads for a while,
+            // and the request moves to the primary (unless reads must not).
             if let Some(split) = &self.split {
-                self.pool = split.primary.clone();
+                pool.shared.ban(split.ban_time());
             }
-            self.on_replica = false;
-            let primary = self.pool.clone();
-            checked_out = primary.checkout().await;
+            pool.shared.set_last_error(Some(e.to_string()));
+            if !fallback_error {
+                tracing::warn!(parent: &self.span, pool = %pool.shared.key, error = %e, "replica unreachable, reading from the primary");
+                if let Some(split) = &self.split {
+                    self.pool = split.primary.clone();
+                }
+                self.on_replica = false;
+                let primary = self.pool.clone();
+                checked_out = primary.checkout().await;
+            } else {
+                tracing::warn!(parent: &self.span, pool = %pool.shared.key, error = %e, "replica unreachable");
+            }
         }
         match checked_out {
             Ok(mut server) => {
@@ -517,6 +529,17 @@ impl Session {
             }
             Outcome::ServerGone { fatal, error } => {
                 server.broken = true;
+                if self.on_replica && fatal.is_none() {
+                    // An error seen in traffic (the connection died without
+                    // a FATAL, which a live server would send): the replica
+                    // gets no reads until the ban runs out, so only the
+                    // query in flight sees it; the monitor keeps checking.
+                    if let Some(split) = &self.split {
+                        self.pool.shared.ban(split.ban_time());
+                    }
+                    let text = error.clone().unwrap_or_else(|| "replica server connection lost".into());
+                    self.pool.shared.set_last_error(Some(text));
+                }
                 let was_in_txn = server.status != b'I';
                 self.pool.checkin(server);
                 self.server_lost(fatal, error, was_in_txn).await

@@ -115,6 +115,17 @@ impl Collector for RouterCollector {
             GAUGE,
         );
         let mut paused = Family::new("pool_paused", "1 while the pool is paused by the admin console.", GAUGE);
+        let mut banned = Family::new(
+            "pool_banned",
+            "1 while reads avoid this replica: it failed a health check or a checkout, or lags too much.",
+            GAUGE,
+        );
+        let mut bans = Family::new("bans_total", "Times reads started avoiding this replica.", COUNTER);
+        let mut replica_lag = Family::new(
+            "replica_lag_seconds",
+            "Replica lag the health monitor last measured (replicas with a measurement only).",
+            GAUGE,
+        );
         let mut connected = Family::new("clients_connected", "Clients logged in to the pool.", GAUGE);
         let mut waiting = Family::new("clients_waiting", "Clients waiting for a server connection.", GAUGE);
         let mut wait =
@@ -155,6 +166,11 @@ impl Collector for RouterCollector {
             size.add(&labels, max);
             available.add(&labels, s.idle as f64 + (max - open).max(0.0));
             paused.add(&labels, if pool.is_paused() { 1.0 } else { 0.0 });
+            banned.add(&labels, if pool.readable() { 0.0 } else { 1.0 });
+            bans.add(&labels, pool.bans_total.load(Ordering::Relaxed) as f64);
+            if let (crate::config::Role::Replica, Some(ms)) = (pool.role, pool.lag_ms()) {
+                replica_lag.add(&labels, ms as f64 / 1e3);
+            }
             connected.add(&labels, clients.get(key).copied().unwrap_or(0) as f64);
             waiting.add(&labels, s.waiting as f64);
             wait.add(&labels, s.wait_us as f64 / 1e6);
@@ -208,6 +224,9 @@ impl Collector for RouterCollector {
             size,
             available,
             paused,
+            banned,
+            bans,
+            replica_lag,
             connected,
             waiting,
             wait,

@@ -155,6 +155,9 @@ fn now_us() -> u64 {
 /// on every release under load.
 const FAIRNESS_SLACK_US: u64 = 2_000;
 
+/// `PoolShared::lag_ms` before anything was measured.
+const LAG_UNKNOWN: u64 = u64::MAX;
+
 /// What every worker's share of a pool has in common.
 pub struct PoolShared {
     pub key: PoolKey,
@@ -193,6 +196,16 @@ pub struct PoolShared {
     /// Read/write splitting: until when (ms on the process clock) reads
     /// avoid this replica after it failed; 0 when not banned.
     banned_until_ms: AtomicU64,
+    /// Times reads started avoiding this pool (a ban that began while it
+    /// was not banned), for the metrics.
+    pub bans_total: AtomicU64,
+    /// Replica lag the health monitor last measured, in ms; `LAG_UNKNOWN`
+    /// before the first measurement and for primaries.
+    lag_ms: AtomicU64,
+    /// Set by the health monitor while the lag exceeds `max_replica_lag`.
+    lagging: AtomicBool,
+    /// The last health check's failure, cleared when a check succeeds.
+    last_error: Mutex<Option<String>>,
     /// Admin PAUSE: checkouts wait until RESUME. Workers see it through
     /// `generation`, so the checkout fast path pays nothing for it.
     paused: AtomicBool,
@@ -246,6 +259,10 @@ impl PoolShared {
             shares_version: AtomicU64::new(0),
             statements,
             banned_until_ms: AtomicU64::new(0),
+            bans_total: AtomicU64::new(0),
+            lag_ms: AtomicU64::new(LAG_UNKNOWN),
+            lagging: AtomicBool::new(false),
+            last_error: Mutex::new(None),
             paused: AtomicBool::new(false),
             resumed: Notify::new(),
             reconnect_before: Mutex::new(None),
@@ -253,10 +270,53 @@ impl PoolShared {
         })
     }
 
-    /// Keeps reads away from this pool for `duration` (its host failed).
+    /// Keeps reads away from this pool for `duration` (its host failed or
+    /// lags); a ban in force is extended.
     pub fn ban(&self, duration: Duration) {
         let until = process_millis() + duration.as_millis() as u64;
-        self.banned_until_ms.store(until.max(1), Ordering::Relaxed);
+        let previous = self.banned_until_ms.swap(until.max(1), Ordering::Relaxed);
+        if previous == 0 || process_millis() >= previous {
+            self.bans_total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether reads may go here: not banned and not lagging.
+    pub fn readable(&self) -> bool {
+        !self.is_banned() && !self.lagging.load(Ordering::Relaxed)
+    }
+
+    /// Records a replica lag measurement (None: unknown) and whether it is
+    /// more than reads tolerate.
+    pub fn set_lag(&self, lag_ms: Option<u64>, too_much: bool) {
+        self.lag_ms.store(lag_ms.unwrap_or(LAG_UNKNOWN), Ordering::Relaxed);
+        self.lagging.store(too_much, Ordering::Relaxed);
+    }
+
+    /// The last measured replica lag in ms, if any.
+    pub fn lag_ms(&self) -> Option<u64> {
+        Some(self.lag_ms.load(Ordering::Relaxed)).filter(|&l| l != LAG_UNKNOWN)
+    }
+
+    pub fn is_lagging(&self) -> bool {
+        self.lagging.load(Ordering::Relaxed)
+    }
+
+    /// Records the outcome of a health check: None when it succeeded.
+    pub fn set_last_error(&self, error: Option<String>) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = error;
+        }
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// The password and connect options new server connections use, for
+    /// connections the router opens outside the pool (health checks).
+    pub fn connect_settings(&self) -> (Option<String>, Option<ConnectOptions>) {
+        let password = self.password.read().ok().and_then(|p| p.clone());
+        (password, self.connect.read().ok().map(|c| c.clone()))
     }
 
     pub fn is_banned(&self) -> bool {
