@@ -375,3 +375,68 @@ async fn settings_follow_the_client_across_connections() {
     assert_eq!(scalar(&c, "SHOW statement_timeout").await, "0");
     assert_eq!(scalar(&c, "SHOW search_path").await, "\"$user\", public");
 }
+
+/// Extended-protocol messages the client sends after an error but before
+/// its Sync are discarded by the server: the router must neither answer
+/// them nor believe the statements they parse exist. A later Parse of the
+/// same text, then Bind and Execute, must work. (psycopg's pipeline mode
+/// does exactly this; the router once answered `__pgdog_N does not exist`.)
+#[test]
+fn messages_after_an_error_before_sync_are_discarded_like_the_server_does() {
+    use pgdog_tests::wire::{self, RawSession};
+    let cluster = shared_cluster();
+    cluster.psql_admin("CREATE ROLE txp_skip LOGIN PASSWORD 'skip-pw'");
+    let pools = "[pools.default]\npool_mode = \"transaction\"\nmax_pool_size = 1\n";
+    let config = router_config(cluster, "", pools, free_port(), free_port(), free_port());
+    let users = "[[users]]\nname = \"txp_skip\"\ndatabase = \"pgdog\"\nauth = \"trust\"\nserver_user = \"txp_skip\"\nserver_password = \"skip-pw\"\n";
+    let router = RouterProcess::start(&config, users);
+    let mut s = RawSession::trust_login(router.port, "txp_skip", "pgdog").expect("login");
+
+    let parse = |name: &str, sql: &str| {
+        let mut b = name.as_bytes().to_vec();
+        b.push(0);
+        b.extend_from_slice(sql.as_bytes());
+        b.extend_from_slice(&[0, 0, 0]);
+        wire::typed_message(b'P', &b)
+    };
+    let bind = |name: &str| {
+        let mut b = vec![0];
+        b.extend_from_slice(name.as_bytes());
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+        wire::typed_message(b'B', &b)
+    };
+    let execute = wire::typed_message(b'E', &[0, 0, 0, 0, 0]);
+    let flush = wire::typed_message(b'H', &[]);
+    let sync = wire::typed_message(b'S', &[]);
+    let tags = |s: &mut RawSession, until: u8| {
+        let mut seen = Vec::new();
+        loop {
+            let m = wire::read_message(&mut s.stream).expect("read");
+            seen.push(m.tag);
+            if m.tag == until {
+                return seen;
+            }
+        }
+    };
+
+    // A failing statement, flushed: the error comes back before any Sync.
+    let mut batch = parse("bad", "SELECT * FROM no_such_table_here");
+    batch.extend_from_slice(&flush);
+    wire::send(&mut s.stream, &batch).expect("send");
+    assert_eq!(tags(&mut s, b'E'), vec![b'E']);
+    // Still before the Sync: the server discards these.
+    let mut batch = parse("q", "SELECT 42");
+    batch.extend_from_slice(&bind("q"));
+    batch.extend_from_slice(&execute);
+    batch.extend_from_slice(&sync);
+    wire::send(&mut s.stream, &batch).expect("send");
+    assert_eq!(tags(&mut s, b'Z'), vec![b'Z'], "nothing but ReadyForQuery for discarded messages\n{}", router.log());
+    // Now for real: the same text parsed, bound and executed.
+    let mut batch = parse("q", "SELECT 42");
+    batch.extend_from_slice(&bind("q"));
+    batch.extend_from_slice(&execute);
+    batch.extend_from_slice(&sync);
+    wire::send(&mut s.stream, &batch).expect("send");
+    let seen = tags(&mut s, b'Z');
+    assert_eq!(seen, vec![b'1', b'2', b'D', b'C', b'Z'], "{}", router.log());
+}

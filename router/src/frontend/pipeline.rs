@@ -67,11 +67,22 @@ pub struct Pipeline {
     /// Simple queries (and function calls) owed a reply, all before
     /// anything in `queue`.
     counted: u32,
+    /// The server reported an error and the client has not sent the Sync
+    /// that ends the batch yet: the server discards everything until then,
+    /// so those messages owe no reply and must not be rewritten.
+    skipping: bool,
 }
 
 impl Pipeline {
     #[inline]
     pub fn push(&mut self, expect: Expect) {
+        if self.skipping {
+            // Only the Sync counts; it ends the skipping.
+            if expect != Expect::Forward(Reply::ReadyForQuery) {
+                return;
+            }
+            self.skipping = false;
+        }
         if self.queue.is_empty() {
             for _ in 0..std::mem::take(&mut self.counted) {
                 self.queue.push_back(Expect::Forward(Reply::ReadyForQuery));
@@ -83,6 +94,9 @@ impl Pipeline {
     /// A simple Query or FunctionCall, forwarded as it is.
     #[inline]
     pub fn push_query(&mut self) {
+        if self.skipping {
+            return;
+        }
         if self.queue.is_empty() {
             self.counted += 1;
         } else {
@@ -97,6 +111,12 @@ impl Pipeline {
     pub fn clear(&mut self) {
         self.queue.clear();
         self.counted = 0;
+        self.skipping = false;
+    }
+
+    /// Whether the server is discarding the client's messages until Sync.
+    pub fn skipping(&self) -> bool {
+        self.skipping
     }
 
     /// Whether some owed reply is not a plain forward: while none is, the
@@ -141,9 +161,13 @@ impl Pipeline {
             b'E' => {
                 // The failed request and everything up to Sync get no
                 // reply; the error itself is the client's.
+                let mut synced = false;
                 while let Some(e) = self.queue.front() {
                     match e {
-                        Expect::Forward(Reply::ReadyForQuery) | Expect::Injected(Reply::ReadyForQuery) => break,
+                        Expect::Forward(Reply::ReadyForQuery) | Expect::Injected(Reply::ReadyForQuery) => {
+                            synced = true;
+                            break;
+                        }
                         Expect::Forward(Reply::Parse(Some(id))) | Expect::Injected(Reply::Parse(Some(id))) => {
                             statements.forget(*id);
                         }
@@ -151,6 +175,9 @@ impl Pipeline {
                     }
                     self.queue.pop_front();
                 }
+                // No Sync sent yet: what the client sends until it is
+                // discarded by the server too.
+                self.skipping = !synced;
                 return Step::Forward;
             }
             _ => {}
@@ -290,6 +317,25 @@ mod tests {
         assert_eq!(run(&mut p, &mut s, b"CZ"), vec![(b'C', Step::Forward), (b'Z', Step::Forward)]);
         assert_eq!(p.on_server(b'1', &mut s), Step::Drop);
         assert_eq!(run(&mut p, &mut s, b"2ZCZ").len(), 4);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn messages_after_an_error_before_sync_owe_nothing() {
+        let mut p = Pipeline::default();
+        let mut s = ServerStatements::default();
+        // Bind/Execute then Flush: no Sync yet when the error comes back.
+        p.push(Expect::Forward(Reply::Bind));
+        p.push(Expect::Forward(Reply::Execute));
+        assert_eq!(p.on_server(b'E', &mut s), Step::Forward);
+        assert!(p.skipping());
+        // The client goes on before it has read the error.
+        p.push(Expect::Local(Local::ParseComplete));
+        p.push(Expect::Forward(Reply::Bind));
+        assert_eq!(p.take_local(), None, "the server skips that Parse: no ParseComplete");
+        p.push(Expect::Forward(Reply::ReadyForQuery));
+        assert!(!p.skipping());
+        assert_eq!(p.on_server(b'Z', &mut s), Step::Forward);
         assert!(p.is_empty());
     }
 

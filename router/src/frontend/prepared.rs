@@ -75,6 +75,12 @@ impl Rewriter<'_> {
     /// error is the right answer to it.
     pub fn message(&mut self, msg: &[u8]) -> Rewrite {
         let Some(&tag) = msg.first() else { return Rewrite::Forward };
+        if self.pipeline.skipping() {
+            // The server discards it (an error came before the Sync): it
+            // neither creates nor closes anything, and owes no reply.
+            note(self.pipeline, tag);
+            return Rewrite::Forward;
+        }
         let body = msg.get(HEADER_LEN..).unwrap_or(&[]);
         match tag {
             b'P' => self.parse(body),

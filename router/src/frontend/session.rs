@@ -1038,7 +1038,9 @@ impl Session {
                 self.statements.clear();
                 server.statements.clear();
             }
-            if let (Some(name), true, b'Q') = (&effects.deallocate, self.track_statements, tag) {
+            if let (Some(name), true, b'Q', false) =
+                (&effects.deallocate, self.track_statements, tag, self.pipeline.skipping())
+            {
                 // DEALLOCATE of a protocol-level statement: the server knows
                 // it by the router's name, and the reply keeps its tag.
                 if let Some(statement) = self.statements.remove(name.as_bytes()) {
@@ -1085,7 +1087,7 @@ impl Session {
     fn streamed_bind(&mut self, server: &mut Server, pos: usize) -> Result<Option<bool>, FrameError> {
         let buf = &self.cbuf[pos..];
         let Some((b'B', total)) = frame::header(buf)? else { return Ok(None) };
-        if total <= INSPECT_LIMIT {
+        if total <= INSPECT_LIMIT || self.pipeline.skipping() {
             return Ok(None);
         }
         let want = (HEADER_LEN + BIND_HEAD_LIMIT).min(total);
