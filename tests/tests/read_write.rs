@@ -50,6 +50,16 @@ async fn reads_go_to_the_replica_and_writes_to_the_primary() {
          CREATE TABLE rw_app.t (id serial PRIMARY KEY, v int); ALTER TABLE rw_app.t OWNER TO rw_app;
          GRANT SELECT ON rw_app.t TO rw_reader;"
     ));
+    // The router's health check logs in to the replica as these roles: wait
+    // until the replica has replayed them, or it is banned at the start.
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            cluster.replica_psql_admin("SELECT count(*) FROM pg_roles WHERE rolname IN ('rw_app', 'rw_reader')") == "2"
+                && cluster.replica_psql_admin("SELECT count(*) FROM pg_tables WHERE schemaname = 'rw_app'") == "1"
+        })
+        .await,
+        "replica never saw the test roles"
+    );
     let extra = "[query_routing]\nread_write_split = true\n";
     let mut config = router_config(
         cluster,
