@@ -147,6 +147,9 @@ async fn reads_go_to_the_replica_and_writes_to_the_primary() {
     for _ in 0..5 {
         assert_eq!(where_simple(&app, ON_REPLICA).await, "f", "{}", router.log());
     }
+    // A replica-only user never reaches the primary: no replica, an error.
+    let r = reader.simple_query(ON_REPLICA).await;
+    assert!(r.is_err(), "a force_replica read went to the primary: {r:?}");
     cluster.start_replica();
     assert!(
         wait_until(Duration::from_secs(30), || async {

@@ -129,9 +129,12 @@ impl Splitter {
         }
     }
 
-    /// Where a read goes that no replica can take.
+    /// Where a read goes that no replica can take. A replica-only user
+    /// never touches the primary: for it, no replica is an error.
     fn fallback(&self) -> Choice {
-        if self.settings.fallback_error && !self.settings.primary_reads && !self.replicas.is_empty() {
+        if self.settings.force_replica
+            || (self.settings.fallback_error && !self.settings.primary_reads && !self.replicas.is_empty())
+        {
             Choice::NoReplica
         } else {
             Choice::Primary
@@ -144,6 +147,10 @@ impl Splitter {
 
     pub fn fallback_error(&self) -> bool {
         self.settings.fallback_error
+    }
+
+    pub fn force_replica(&self) -> bool {
+        self.settings.force_replica
     }
 
     /// Whether a request that arrives while the session is on a replica
@@ -182,7 +189,7 @@ impl Splitter {
     /// primary counts as one when it also serves reads (then None means it).
     fn pick_replica(&self) -> Option<Rc<Pool>> {
         let candidates: Vec<&Rc<Pool>> = self.replicas.iter().filter(|p| p.shared.readable()).collect();
-        let extra = usize::from(self.settings.primary_reads);
+        let extra = usize::from(self.settings.primary_reads && !self.settings.force_replica);
         let n = candidates.len() + extra;
         if n == 0 {
             return None;

@@ -414,7 +414,8 @@ impl Session {
                 pool.checkout().await
             }
         };
-        let fallback_error = self.split.as_ref().is_some_and(|s| s.fallback_error());
+        // A replica-only user never reaches the primary either.
+        let fallback_error = self.split.as_ref().is_some_and(|s| s.fallback_error() || s.force_replica());
         if let (Err(PoolError::Server(e)), true) = (&checked_out, self.on_replica) {
             // Nothing was sent yet: the replica gets no reads for a while,
             // and the request moves to the primary (unless reads must not).
