@@ -73,7 +73,7 @@ pub fn raw_connect(port: u16) -> TcpStream {
 
 /// Open a plaintext tokio-postgres connection to 127.0.0.1 and drive it on a
 /// spawned task. Must be called inside a tokio runtime.
-async fn connect_tcp(
+pub async fn connect_tcp(
     port: u16,
     user: &str,
     password: &str,

@@ -119,19 +119,7 @@ fn start_with_token(tables: &str) -> RouterProcess {
 }
 
 async fn connect(port: u16, user: &str, password: &str, db: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(port)
-        .user(user)
-        .password(password)
-        .dbname(db)
-        .connect_timeout(Duration::from_secs(10))
-        .connect(NoTls)
-        .await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
+    pgdog_tests::connect_tcp(port, user, password, db).await
 }
 
 async fn admin(router: &RouterProcess) -> Client {

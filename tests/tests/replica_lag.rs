@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgdog_tests::{default_users, free_port, http_get, router_config, shared_cluster, wait_until, RouterProcess};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 const ADMIN: &str = "pgdog_admin";
@@ -47,20 +47,7 @@ fn start(fallback: &str) -> RouterProcess {
 }
 
 async fn connect(port: u16, user: &str, password: &str, db: &str) -> Client {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(port)
-        .user(user)
-        .password(password)
-        .dbname(db)
-        .connect_timeout(Duration::from_secs(10))
-        .connect(NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect {user}@{port}: {e:?}"));
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
+    pgdog_tests::connect_tcp(port, user, password, db).await.unwrap_or_else(|e| panic!("connect {user}@{port}: {e:?}"))
 }
 
 /// "t" when the read ran on the replica, "f" on the primary.
