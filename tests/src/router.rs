@@ -219,6 +219,26 @@ impl RouterProcess {
         String::from_utf8_lossy(&std::fs::read(self.log_path()).unwrap_or_default()).into_owned()
     }
 
+    /// The last `max` bytes (about) of the log without colour codes, headed
+    /// for assertion messages.
+    pub fn log_tail(&self, max: usize) -> String {
+        let mut log = String::new();
+        let mut in_escape = false;
+        for c in self.log().chars() {
+            match (in_escape, c) {
+                (false, '\u{1b}') => in_escape = true,
+                (false, c) => log.push(c),
+                (true, 'm') => in_escape = false,
+                (true, _) => {}
+            }
+        }
+        let mut start = log.len().saturating_sub(max);
+        while !log.is_char_boundary(start) {
+            start += 1;
+        }
+        format!("--- router log (tail) ---\n{}", &log[start..])
+    }
+
     /// Path of the log file.
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("router.log")

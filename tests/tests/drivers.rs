@@ -106,21 +106,7 @@ impl DriverRouter {
 
     /// The end of the router log without colour codes.
     fn log_tail(&self) -> String {
-        let mut log = String::new();
-        let mut in_escape = false;
-        for c in self.router.log().chars() {
-            match (in_escape, c) {
-                (false, '\u{1b}') => in_escape = true,
-                (false, c) => log.push(c),
-                (true, 'm') => in_escape = false,
-                (true, _) => {}
-            }
-        }
-        let mut start = log.len().saturating_sub(8000);
-        while !log.is_char_boundary(start) {
-            start += 1;
-        }
-        format!("--- router log (tail) ---\n{}", &log[start..])
+        self.router.log_tail(8000)
     }
 
     /// Run a driver script against this router with the libpq environment
