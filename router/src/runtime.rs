@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::pool::{ConnectOptions, HostLimit, Pool, PoolKey, PoolLinks, PoolShared};
 use crate::backend::server::ServerTarget;
 use crate::backend::statements::StatementRegistry;
-use crate::config::{self, Config, General, PoolSettings, QueryRouting};
+use crate::backend::topology::Topology;
+use crate::config::{self, Config, DatabaseEntry, General, PoolSettings, QueryRouting, Role};
 use crate::frontend::auth::Credential;
 use crate::frontend::cancel::CancelRegistry;
 use crate::frontend::{listener, tls};
@@ -53,6 +54,8 @@ pub struct Snapshot {
     pub credentials: HashMap<(String, String), Credential>,
     pub pools: BTreeMap<PoolKey, Arc<PoolShared>>,
     pub tls: Option<TlsAcceptor>,
+    /// The live roles of each (database, shard)'s hosts, kept across reloads.
+    pub topologies: HashMap<(String, u32), Arc<Topology>>,
 }
 
 impl Snapshot {
@@ -84,6 +87,7 @@ impl Snapshot {
                     .or_insert_with(|| pool.statements.clone());
             }
         }
+        let topologies = topologies(&config, previous)?;
         for user in &config.users {
             credentials.insert(
                 (user.name.clone(), user.database.clone()),
@@ -109,8 +113,13 @@ impl Snapshot {
                     user: user.server_user.clone(),
                     tls: db.server_tls,
                 };
-                let reuse =
-                    previous.and_then(|p| p.pools.get(&key)).filter(|p| p.target == target && p.role == db.role);
+                let (topology, host_id) = member(&topologies, db);
+                let reuse = previous.and_then(|p| p.pools.get(&key)).filter(|p| {
+                    p.target == target
+                        && p.role == db.role
+                        && Arc::ptr_eq(&p.topology, topology)
+                        && p.host_id == host_id
+                });
                 let pool = match reuse {
                     Some(existing) => {
                         existing.update(settings.clone(), user.server_password.clone(), connect.clone());
@@ -126,6 +135,8 @@ impl Snapshot {
                         PoolLinks {
                             host,
                             statements: registries.entry((user.name.clone(), db.name.clone())).or_default().clone(),
+                            topology: topology.clone(),
+                            host_id,
                         },
                     ),
                 };
@@ -139,8 +150,42 @@ impl Snapshot {
                 }
             }
         }
-        Ok(Snapshot { config, credentials, pools, tls })
+        Ok(Snapshot { config, credentials, pools, tls, topologies })
     }
+}
+
+/// A database entry's topology and its host's id there.
+fn member<'a>(topologies: &'a HashMap<(String, u32), Arc<Topology>>, db: &DatabaseEntry) -> (&'a Arc<Topology>, usize) {
+    let topology = &topologies[&(db.name.clone(), db.shard.unwrap_or(0))];
+    (topology, topology.id_of(&db.host, db.port).unwrap_or(usize::MAX))
+}
+
+/// The topology of every (database, shard) of `config`: the previous
+/// snapshot's, relaid out to the new hosts so failover state survives a
+/// reload, or a new one.
+fn topologies(config: &Config, previous: Option<&Snapshot>) -> Result<HashMap<(String, u32), Arc<Topology>>, String> {
+    let databases = &config.router.databases;
+    let mut built = HashMap::new();
+    for db in databases {
+        let shard = db.shard.unwrap_or(0);
+        let key = (db.name.clone(), shard);
+        if built.contains_key(&key) {
+            continue;
+        }
+        let members: Vec<&DatabaseEntry> =
+            databases.iter().filter(|d| d.name == db.name && d.shard.unwrap_or(0) == shard).collect();
+        let hosts: Vec<(String, u16)> = members.iter().map(|d| (d.host.clone(), d.port)).collect();
+        let configured = members.iter().position(|d| d.role == Role::Primary);
+        let kept = previous.and_then(|p| p.topologies.get(&key)).filter(|t| t.relayout(&hosts, configured)).cloned();
+        let topology = match kept {
+            Some(t) => t,
+            None => Arc::new(Topology::new(&hosts, configured).ok_or_else(|| {
+                format!("database {:?} lists more than {} hosts", db.name, crate::backend::topology::MAX_HOSTS)
+            })?),
+        };
+        built.insert(key, topology);
+    }
+    Ok(built)
 }
 
 fn connect_options(general: &General) -> Result<ConnectOptions, String> {

@@ -52,6 +52,9 @@ pub struct PgCluster {
     pub primary_port: u16,
     /// 0 when the cluster was started without a replica.
     pub replica_port: u16,
+    /// Every replica's port, `replica_port` first (see
+    /// [`PgCluster::start_with_replicas`]).
+    pub replica_ports: Vec<u16>,
     /// Root of everything on disk: data directories, logs, unix sockets.
     pub dir: PathBuf,
     /// Key into the cleanup registry.
@@ -148,6 +151,13 @@ impl PgCluster {
 
     /// Start a new cluster; see the type docs for what it contains.
     pub fn start(with_replica: bool) -> PgCluster {
+        PgCluster::start_with_replicas(usize::from(with_replica))
+    }
+
+    /// A cluster of its own with `replicas` streaming replicas, for
+    /// failover tests. Replica `i` (0-based) has data directory `replica`
+    /// (i = 0) or `replica<i+1>`, and the log of the same name.
+    pub fn start_with_replicas(replicas: usize) -> PgCluster {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let id = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("pgdog-tests-{}-{id}", std::process::id()));
@@ -159,13 +169,12 @@ impl PgCluster {
 
         install_exit_hook();
         let primary_port = free_port();
-        let replica_port = if with_replica { free_port() } else { 0 };
-        let cluster = PgCluster { primary_port, replica_port, dir, ssl_ca: Mutex::new(None), id };
+        let replica_ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+        let replica_port = replica_ports.first().copied().unwrap_or(0);
+        let cluster = PgCluster { primary_port, replica_port, replica_ports, dir, ssl_ca: Mutex::new(None), id };
 
         let mut data_dirs = vec![cluster.primary_data()];
-        if with_replica {
-            data_dirs.push(cluster.replica_data());
-        }
+        data_dirs.extend((0..replicas).map(|i| cluster.replica_data_at(i)));
         let watchdog = cluster.spawn_watchdog(&data_dirs);
         registry().lock().unwrap_or_else(|e| e.into_inner()).push(Registered {
             id,
@@ -179,9 +188,9 @@ impl PgCluster {
         cluster.init_primary();
         cluster.start_primary();
         cluster.create_roles();
-        if with_replica {
-            cluster.clone_replica();
-            cluster.start_replica();
+        for i in 0..replicas {
+            cluster.clone_replica(i);
+            cluster.start_replica_at(i);
         }
         cluster
     }
@@ -204,7 +213,19 @@ impl PgCluster {
     }
 
     fn replica_data(&self) -> PathBuf {
-        self.dir.join("replica")
+        self.replica_data_at(0)
+    }
+
+    fn replica_name(i: usize) -> String {
+        if i == 0 {
+            "replica".into()
+        } else {
+            format!("replica{}", i + 1)
+        }
+    }
+
+    fn replica_data_at(&self, i: usize) -> PathBuf {
+        self.dir.join(Self::replica_name(i))
     }
 
     /// Whether the cluster was started with a replica.
@@ -284,8 +305,8 @@ host  all         all       127.0.0.1/32 scram-sha-256
         self.psql_admin_on(self.primary_port, "postgres", &script);
     }
 
-    fn clone_replica(&self) {
-        let data = self.replica_data();
+    fn clone_replica(&self, i: usize) {
+        let data = self.replica_data_at(i);
         run_checked(
             server_command("pg_basebackup", &self.dir)
                 .args(["-h", "127.0.0.1", "-p", &self.primary_port.to_string(), "-U", SUPERUSER])
@@ -298,7 +319,7 @@ host  all         all       127.0.0.1/32 scram-sha-256
         );
         // The copied postgresql.conf still names the primary's port; the
         // last setting in the file wins.
-        append_file(&data.join("postgresql.conf"), &format!("port = {}\n", self.replica_port));
+        append_file(&data.join("postgresql.conf"), &format!("port = {}\n", self.replica_ports[i]));
     }
 
     fn pg_ctl_start(&self, data: &Path, log: &Path) {
@@ -382,22 +403,37 @@ host  all         all       127.0.0.1/32 scram-sha-256
 
     /// Start the replica and wait until it is streaming from the primary.
     pub fn start_replica(&self) {
+        self.start_replica_at(0);
+    }
+
+    /// Start replica `i` and wait until it is streaming.
+    pub fn start_replica_at(&self, i: usize) {
         self.require_replica();
-        self.pg_ctl_start(&self.replica_data(), &self.replica_log_path());
-        self.wait_streaming();
+        self.pg_ctl_start(&self.replica_data_at(i), &self.replica_log_path_at(i));
+        self.wait_streaming(i);
     }
 
     /// Stop the replica immediately.
     pub fn stop_replica(&self) {
+        self.stop_replica_at(0);
+    }
+
+    /// Stop replica `i` immediately.
+    pub fn stop_replica_at(&self, i: usize) {
         self.require_replica();
-        self.pg_ctl_stop(&self.replica_data());
+        self.pg_ctl_stop(&self.replica_data_at(i));
     }
 
     /// Promote the replica to a primary; it stops following the old primary.
     pub fn promote_replica(&self) {
+        self.promote_replica_at(0);
+    }
+
+    /// Promote replica `i`; returns once it accepts writes.
+    pub fn promote_replica_at(&self, i: usize) {
         self.require_replica();
         run_checked(
-            server_command("pg_ctl", &self.dir).args(["promote", "-w", "-D"]).arg(self.replica_data()),
+            server_command("pg_ctl", &self.dir).args(["promote", "-w", "-D"]).arg(self.replica_data_at(i)),
             "pg_ctl promote",
         );
     }
@@ -405,19 +441,19 @@ host  all         all       127.0.0.1/32 scram-sha-256
     /// Stop every server of the cluster immediately. Files are kept, so
     /// [`PgCluster::restart`] can bring it back.
     pub fn stop(&self) {
-        if self.has_replica() {
-            self.stop_replica();
+        for i in 0..self.replica_ports.len() {
+            self.stop_replica_at(i);
         }
         self.stop_primary();
     }
 
-    /// Crash and restart every server; returns once the replica (if any) is
-    /// streaming again.
+    /// Crash and restart every server; returns once the replicas (if any)
+    /// are streaming again.
     pub fn restart(&self) {
         self.stop();
         self.start_primary();
-        if self.has_replica() {
-            self.start_replica();
+        for i in 0..self.replica_ports.len() {
+            self.start_replica_at(i);
         }
     }
 
@@ -438,9 +474,7 @@ host  all         all       127.0.0.1/32 scram-sha-256
             give_to_server(path);
         }
         let mut ports = vec![self.primary_port];
-        if self.has_replica() {
-            ports.push(self.replica_port);
-        }
+        ports.extend(&self.replica_ports);
         for port in ports {
             // ALTER SYSTEM writes postgresql.auto.conf, which is allowed on a
             // standby too, and survives restarts.
@@ -483,7 +517,11 @@ host  all         all       127.0.0.1/32 scram-sha-256
     }
 
     fn replica_log_path(&self) -> PathBuf {
-        self.dir.join("replica.log")
+        self.replica_log_path_at(0)
+    }
+
+    fn replica_log_path_at(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("{}.log", Self::replica_name(i)))
     }
 
     /// The primary's server log so far.
@@ -496,28 +534,26 @@ host  all         all       127.0.0.1/32 scram-sha-256
         std::fs::read_to_string(self.replica_log_path()).unwrap_or_default()
     }
 
-    /// Block until the primary reports a streaming replica and the replica
-    /// reports that it is in recovery.
-    fn wait_streaming(&self) {
+    /// Block until replica `i` reports that it is in recovery and its WAL
+    /// receiver is streaming.
+    fn wait_streaming(&self, i: usize) {
         let deadline = Instant::now() + REPLICA_TIMEOUT;
+        let port = self.replica_ports[i];
         loop {
             let streaming = self.try_psql(
-                self.primary_port,
+                port,
                 "postgres",
-                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+                "SELECT pg_is_in_recovery() AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')",
             );
-            let recovering = self.try_psql(self.replica_port, "postgres", "SELECT pg_is_in_recovery()");
-            let streaming = matches!(streaming.as_deref(), Ok(n) if n != "0");
-            if streaming && recovering.as_deref() == Ok("t") {
+            if streaming.as_deref() == Ok("t") {
                 return;
             }
             if Instant::now() > deadline {
                 panic!(
-                    "replica on port {} not streaming after {:?}\n--- primary log ---\n{}\n--- replica log ---\n{}",
-                    self.replica_port,
+                    "replica on port {port} not streaming after {:?}\n--- primary log ---\n{}\n--- replica log ---\n{}",
                     REPLICA_TIMEOUT,
                     tail_file(&self.primary_log_path(), 4000),
-                    tail_file(&self.replica_log_path(), 4000)
+                    tail_file(&self.replica_log_path_at(i), 4000)
                 );
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -439,9 +439,7 @@ pub fn router_config(
     out.push('\n');
     push_block(&mut out, pools);
     let mut servers = vec![(cluster.primary_port, "primary")];
-    if cluster.has_replica() {
-        servers.push((cluster.replica_port, "replica"));
-    }
+    servers.extend(cluster.replica_ports.iter().map(|&p| (p, "replica")));
     for (server_port, role) in servers {
         let _ = write!(
             out,

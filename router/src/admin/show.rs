@@ -95,7 +95,7 @@ pub fn pools(shared: &Shared) -> Table {
             (wait / 1_000_000).into(),
             (wait % 1_000_000).into(),
             mode_name(pool.mode()).into(),
-            role_name(pool.role).into(),
+            pool.live_role().into(),
             key.host.as_str().into(),
             key.port.into(),
             pool_name(&snapshot, &key.user, &key.database).into(),
@@ -109,11 +109,11 @@ pub fn pools(shared: &Shared) -> Table {
     t
 }
 
-/// `replica_lag_ms`: the health monitor's last measurement, NULL for a
-/// primary or before the first one.
+/// `replica_lag_ms`: the health monitor's last measurement, NULL for the
+/// host that takes writes or before the first one.
 fn lag(pool: &PoolShared) -> Value {
-    match (pool.role, pool.lag_ms()) {
-        (Role::Replica, Some(ms)) => ms.into(),
+    match (pool.is_writer(), pool.lag_ms()) {
+        (false, Some(ms)) => ms.into(),
         _ => Value::Null,
     }
 }
@@ -221,7 +221,7 @@ pub fn servers(shared: &Shared) -> Table {
                 entry.pid.into(),
                 if entry.tls { "TLS" } else { "" }.into(),
                 "pgdog-router".into(),
-                role_name(pool.role).into(),
+                pool.live_role().into(),
                 pool.target.user.as_str().into(),
                 pool.target.database.as_str().into(),
                 (!pool.readable()).into(),

@@ -1,28 +1,33 @@
-//! Replica health and lag monitor for read/write splitting.
+//! Host health, replica lag and failover monitor.
 //!
 //! Why a monitor: a replica that is down, or replays WAL far behind the
 //! primary, must stop getting reads before clients notice, and come back on
-//! its own once it has recovered. Checkout failures alone (the Splitter's
+//! its own once it has recovered; a promoted replica must get the writes. Checkout failures alone (the Splitter's
 //! ban) only catch a replica that is unreachable, and only when a client
 //! pays for it.
 //!
 //! One task for the process, on the control runtime. Every
 //! `health_check_interval_ms` it reads the current snapshot (so a reload's
 //! pools and settings apply from the next round) and, for every database
-//! with replicas, checks each host once — with the credentials of one of
-//! its pools, over a connection it keeps between rounds — within
-//! `health_check_timeout_ms`:
-//! - the primary: `pg_current_wal_lsn()`;
-//! - each replica: its replay position and the age of the last replayed
-//!   transaction. Its lag is 0 once it has replayed the primary's position
-//!   of the previous round (so an idle primary does not look like lag),
-//!   otherwise `now() - pg_last_xact_replay_timestamp()` ([`lag_ms`]).
+//! with more than one host, checks each host once — with the credentials of
+//! one of its pools, over a connection it keeps between rounds — within
+//! `health_check_timeout_ms`: `pg_is_in_recovery()`, the WAL position
+//! (`pg_current_wal_lsn()` on a primary, `pg_last_wal_replay_lsn()` on a
+//! standby) and a standby's age of the last replayed transaction.
+//!
+//! With the answers it elects the host that takes writes
+//! (`backend::topology`: failover after a promotion, fencing of a second
+//! host that accepts writes), then judges the others as replicas: lag is 0
+//! once a replica has replayed the writer's position of the previous round
+//! (so an idle primary does not look like lag), otherwise
+//! `now() - pg_last_xact_replay_timestamp()` ([`lag_ms`]).
 //!
 //! The result lands in every pool of that host and database (`PoolShared`:
 //! lag, lagging, last error), and a replica that failed its check or lags
 //! more than `max_replica_lag` is banned for `ban_time_ms`; the Splitter
-//! sends reads only to `readable()` replicas. The primary is checked and
-//! its error shown, never banned: writes have nowhere else to go.
+//! sends reads only to `readable()` replicas. The writer is checked and its
+//! error shown, never banned: writes have nowhere else to go. The monitor
+//! runs whether or not reads are split: failover concerns writes too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -30,11 +35,11 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::config::Role;
 use crate::runtime::Shared;
 
 use super::pool::PoolShared;
 use super::server::{Server, ServerError};
+use super::topology::{HostStatus, Topology};
 
 /// A WAL position as PostgreSQL prints it (`16/B374D848`).
 pub fn parse_lsn(text: &str) -> Option<u64> {
@@ -64,16 +69,14 @@ pub fn lag_ms(replayed: Option<u64>, primary: Option<u64>, replay_age_ms: Option
 /// Which host of which database a check is for.
 type HostKey = (String, String, u16);
 
-/// What one replica check found.
-struct ReplicaSample {
+/// What one host check found.
+struct Sample {
+    /// `pg_is_in_recovery()`: a standby.
     in_recovery: bool,
-    replayed: Option<u64>,
+    /// A primary's `pg_current_wal_lsn()`, a standby's `pg_last_wal_replay_lsn()`.
+    lsn: Option<u64>,
+    /// A standby's `now() - pg_last_xact_replay_timestamp()`.
     replay_age_ms: Option<i64>,
-}
-
-enum Sample {
-    Primary(Option<u64>),
-    Replica(ReplicaSample),
 }
 
 /// What the monitor keeps between rounds.
@@ -81,8 +84,8 @@ enum Sample {
 struct State {
     /// Open check connections by host.
     connections: HashMap<HostKey, Server>,
-    /// The primary's WAL position of the previous round, by database.
-    primary_lsn: HashMap<String, u64>,
+    /// The writer's WAL position of the previous round, by topology.
+    primary_lsn: HashMap<usize, u64>,
 }
 
 /// Runs until shutdown. Spawned once by the runtime; the owner awaits it.
@@ -92,13 +95,9 @@ pub async fn monitor(shared: Arc<Shared>) {
         let snapshot = shared.snapshot();
         let routing = snapshot.config.router.query_routing.clone();
         let interval = Duration::from_millis(routing.health_check_interval_ms.max(1));
-        if routing.read_write_split {
-            tokio::select! {
-                _ = round(&snapshot.pools, &routing, &mut state) => {}
-                _ = shared.shutdown.cancelled() => return,
-            }
-        } else {
-            state = State::default();
+        tokio::select! {
+            _ = round(&snapshot.pools, &routing, &mut state) => {}
+            _ = shared.shutdown.cancelled() => return,
         }
         drop(snapshot);
         tokio::select! {
@@ -108,21 +107,32 @@ pub async fn monitor(shared: Arc<Shared>) {
     }
 }
 
-/// One check of every host, concurrently, then the verdicts.
+/// A topology's identity for the monitor's state.
+fn topology_id(topology: &Arc<Topology>) -> usize {
+    Arc::as_ptr(topology) as usize
+}
+
+/// One check of every host of every database with more than one host,
+/// concurrently; then the elections (`backend::topology`) and the verdicts.
 async fn round(
     pools: &BTreeMap<crate::backend::pool::PoolKey, Arc<PoolShared>>,
     routing: &crate::config::QueryRouting,
     state: &mut State,
 ) {
-    // Databases with at least one replica; one representative pool per host.
+    // The pools of each checked host; the first one's credentials check it.
     let mut hosts: BTreeMap<HostKey, Vec<Arc<PoolShared>>> = BTreeMap::new();
+    // The topologies to elect in, each once.
+    let mut topologies: BTreeMap<usize, (Arc<Topology>, String)> = BTreeMap::new();
     for (key, pool) in pools {
-        let has_replica = pools.values().any(|p| p.key.database == key.database && p.role == Role::Replica);
-        if has_replica && !pool.is_retired() {
+        if pool.topology.member_count() > 1 && !pool.is_retired() {
             hosts.entry((key.database.clone(), key.host.clone(), key.port)).or_default().push(pool.clone());
+            topologies
+                .entry(topology_id(&pool.topology))
+                .or_insert_with(|| (pool.topology.clone(), key.database.clone()));
         }
     }
     state.connections.retain(|k, _| hosts.contains_key(k));
+    state.primary_lsn.retain(|id, _| topologies.contains_key(id));
     let timeout = Duration::from_millis(routing.health_check_timeout_ms);
     let mut checks = JoinSet::new();
     for (host, group) in &hosts {
@@ -147,55 +157,112 @@ async fn round(
         }
     }
 
-    // This round's primary positions; replicas are held to the previous ones.
-    let mut current: HashMap<String, u64> = HashMap::new();
-    for ((database, _, _), result) in &results {
-        if let Ok(Sample::Primary(Some(lsn))) = result {
-            current.insert(database.clone(), *lsn);
-        }
-    }
     let ban_time = Duration::from_millis(routing.ban_time_ms);
-    for (host, result) in results {
-        let Some(group) = hosts.get(&host) else { continue };
-        let database = &host.0;
-        let earlier = state.primary_lsn.get(database).or(current.get(database)).copied();
-        match result {
-            Err(error) => {
-                for pool in group {
-                    pool.set_last_error(Some(error.clone()));
-                    if pool.role == Role::Replica {
-                        pool.set_lag(None, false);
-                        pool.ban(ban_time);
-                    }
+    for (id, (topology, database)) in topologies {
+        let members = topology.members();
+        let ids: Vec<usize> = members.iter().map(|m| m.0).collect();
+        let keys: Vec<HostKey> = members.iter().map(|(_, h, p)| (database.clone(), h.clone(), *p)).collect();
+        let statuses: Vec<HostStatus> = keys
+            .iter()
+            .map(|k| match results.get(k) {
+                Some(Ok(s)) if s.in_recovery => HostStatus::Standby,
+                Some(Ok(_)) => HostStatus::Writable,
+                _ => HostStatus::Unreachable,
+            })
+            .collect();
+        let name = |host_id: usize| {
+            members.iter().find(|m| m.0 == host_id).map(|m| format!("{}:{}", m.1, m.2)).unwrap_or_default()
+        };
+        if let Some(old) = topology.record(&ids, &statuses) {
+            tracing::warn!(database = %database, from = %name(old), to = %name(topology.writer()), "failover: the primary is gone and another host was promoted; writes move there");
+        }
+        // Replicas are held to the writer's position of the previous round.
+        let writer = ids.iter().position(|&i| i == topology.writer()).map(|at| &keys[at]);
+        let current = writer.and_then(|w| match results.get(w) {
+            Some(Ok(s)) if !s.in_recovery => s.lsn,
+            _ => None,
+        });
+        let earlier = state.primary_lsn.get(&id).copied().or(current);
+        let writer_name = name(topology.writer());
+        for (key, &host_id) in keys.iter().zip(&ids) {
+            let Some(group) = hosts.get(key) else { continue };
+            let Some(result) = results.remove(key) else { continue };
+            let role = if topology.writer() == host_id { Verdict::Writer } else { Verdict::Other(&writer_name) };
+            verdict(group, role, result, earlier, routing, ban_time);
+        }
+        match current {
+            Some(lsn) => state.primary_lsn.insert(id, lsn),
+            None => state.primary_lsn.remove(&id),
+        };
+    }
+}
+
+/// Whether a checked host is the writer; for the others, the writer's name.
+enum Verdict<'a> {
+    Writer,
+    Other(&'a str),
+}
+
+/// Records what one host's check means for its pools.
+fn verdict(
+    group: &[Arc<PoolShared>],
+    role: Verdict<'_>,
+    result: Result<Sample, String>,
+    earlier: Option<u64>,
+    routing: &crate::config::QueryRouting,
+    ban_time: Duration,
+) {
+    let key = &group[0].key;
+    let writer = matches!(role, Verdict::Writer);
+    match result {
+        Err(error) => {
+            for pool in group {
+                pool.set_last_error(Some(error.clone()));
+                // The writer is never banned: writes have nowhere else to go.
+                if !writer {
+                    pool.set_lag(None, false);
+                    pool.ban(ban_time);
                 }
-                tracing::warn!(database = %database, host = %host.1, port = host.2, %error, "health check failed");
             }
-            Ok(Sample::Primary(_)) => {
-                for pool in group {
-                    pool.set_last_error(None);
+            tracing::warn!(database = %key.database, host = %key.host, port = key.port, %error, "health check failed");
+        }
+        Ok(_) if writer => {
+            for pool in group {
+                pool.set_last_error(None);
+                pool.set_lag(None, false);
+            }
+        }
+        Ok(s) if !s.in_recovery => {
+            // Accepts writes while another host is the writer: fenced.
+            let Verdict::Other(writer_name) = role else { return };
+            let error = format!(
+                "accepts writes while {writer_name} is the primary: fenced, no traffic until it rejoins as a standby"
+            );
+            for pool in group {
+                if pool.last_error().as_deref() != Some(error.as_str()) {
+                    tracing::error!(pool = %pool.key, "{error}");
                 }
+                pool.set_last_error(Some(error.clone()));
+                pool.set_lag(None, false);
             }
-            Ok(Sample::Replica(s)) => {
-                let lag = if s.in_recovery { lag_ms(s.replayed, earlier, s.replay_age_ms) } else { Some(0) };
-                let too_much = lag.is_none_or(|l| l > routing.max_replica_lag);
-                for pool in group {
-                    pool.set_last_error(None);
-                    let was = pool.is_lagging();
-                    pool.set_lag(lag, too_much);
-                    if too_much {
-                        pool.ban(ban_time);
-                        if !was {
-                            tracing::warn!(pool = %pool.key, lag_ms = ?lag, "replica lags, no reads until it catches up");
-                        }
-                    } else if was {
-                        tracing::info!(pool = %pool.key, lag_ms = ?lag, "replica caught up");
+        }
+        Ok(s) => {
+            let lag = lag_ms(s.lsn, earlier, s.replay_age_ms);
+            let too_much = lag.is_none_or(|l| l > routing.max_replica_lag);
+            for pool in group {
+                pool.set_last_error(None);
+                let was = pool.is_lagging();
+                pool.set_lag(lag, too_much);
+                if too_much {
+                    pool.ban(ban_time);
+                    if !was {
+                        tracing::warn!(pool = %pool.key, lag_ms = ?lag, "replica lags, no reads until it catches up");
                     }
+                } else if was {
+                    tracing::info!(pool = %pool.key, lag_ms = ?lag, "replica caught up");
                 }
             }
         }
-    }
-    for (database, lsn) in current {
-        state.primary_lsn.insert(database, lsn);
     }
 }
 
@@ -216,11 +283,7 @@ async fn check(pool: &PoolShared, kept: Option<Server>, timeout: Duration) -> (O
             }
         }
     };
-    let result = match pool.role {
-        Role::Primary => primary_sample(&mut server).await,
-        Role::Replica => replica_sample(&mut server).await,
-    };
-    match result {
+    match sample(&mut server).await {
         Ok(sample) => (Some(server), Ok(sample)),
         // The connection may be fine after an ordinary error, but a check
         // that failed is cheap to redo on a fresh one.
@@ -228,26 +291,23 @@ async fn check(pool: &PoolShared, kept: Option<Server>, timeout: Duration) -> (O
     }
 }
 
-async fn primary_sample(server: &mut Server) -> Result<Sample, ServerError> {
-    let rows = server.query_rows("SELECT pg_current_wal_lsn()").await?;
-    let lsn = rows.first().and_then(|r| r.first()).and_then(|v| v.as_deref()).and_then(parse_lsn);
-    Ok(Sample::Primary(lsn))
-}
-
-async fn replica_sample(server: &mut Server) -> Result<Sample, ServerError> {
+/// One query for any host: whether it is a standby, its WAL position, and
+/// (on a standby) the age of the last replayed transaction.
+async fn sample(server: &mut Server) -> Result<Sample, ServerError> {
     let rows = server
         .query_rows(
-            "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), \
+            "SELECT pg_is_in_recovery(), \
+             CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, \
              (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint",
         )
         .await?;
     let row = rows.first();
     let col = |i: usize| row.and_then(|r| r.get(i)).and_then(|v| v.as_deref());
-    Ok(Sample::Replica(ReplicaSample {
+    Ok(Sample {
         in_recovery: col(0) == Some("t"),
-        replayed: col(1).and_then(parse_lsn),
+        lsn: col(1).and_then(parse_lsn),
         replay_age_ms: col(2).and_then(|v| v.parse().ok()),
-    }))
+    })
 }
 
 #[cfg(test)]

@@ -6,3 +6,4 @@ pub mod pool;
 pub mod server;
 pub mod statements;
 pub mod tls;
+pub mod topology;

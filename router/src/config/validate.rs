@@ -168,6 +168,10 @@ fn check_pool(at: &KeyPath, pool: &PoolSettings) -> Result<(), Issue> {
 fn check_databases(cfg: &RouterConfig) -> Result<(), Issue> {
     // (logical database, shard) -> index of its primary
     let mut primaries: HashMap<(&str, u32), usize> = HashMap::new();
+    // (logical database, shard, host, port) -> first entry: a host listed
+    // twice in one shard would be two pools of one server, and ambiguous
+    // to the failover logic.
+    let mut hosts: HashMap<(&str, u32, &str, u16), usize> = HashMap::new();
     for (index, db) in cfg.databases.iter().enumerate() {
         let at = KeyPath::new("databases").index(index);
         if db.name.trim().is_empty() {
@@ -181,6 +185,22 @@ fn check_databases(cfg: &RouterConfig) -> Result<(), Issue> {
             return Err(Issue::router(at.key("database_name"), "must not be empty (omit it to use name)"));
         }
         at_most(at.key("max_connections"), db.max_connections, 100_000)?;
+        let shard_hosts = hosts.keys().filter(|k| k.0 == db.name && k.1 == db.shard.unwrap_or(0)).count();
+        if shard_hosts >= crate::backend::topology::MAX_HOSTS {
+            return Err(Issue::router(
+                at.key("host"),
+                format!("database {:?} has more than {} hosts", db.name, crate::backend::topology::MAX_HOSTS),
+            ));
+        }
+        if let Some(first) = hosts.insert((&db.name, db.shard.unwrap_or(0), &db.host, db.port), index) {
+            return Err(Issue::router(
+                at.key("host"),
+                format!(
+                    "database {:?} already lists {}:{} (databases[{first}]); a host may serve a database (shard) once",
+                    db.name, db.host, db.port
+                ),
+            ));
+        }
         if db.role == Role::Primary {
             // Without sharding every entry is shard 0.
             let shard = db.shard.unwrap_or(0);
@@ -269,7 +289,7 @@ mod tests {
             (
                 "primaries on different shards and databases",
                 "[[databases]]\nname = \"a\"\nhost = \"h\"\nshard = 0\n[[databases]]\nname = \"a\"\nhost = \"h\"\nshard = 1\n\
-                 [[databases]]\nname = \"b\"\nhost = \"h\"\n[[databases]]\nname = \"b\"\nhost = \"h\"\nrole = \"replica\"\n",
+                 [[databases]]\nname = \"b\"\nhost = \"h\"\n[[databases]]\nname = \"b\"\nhost = \"h\"\nport = 5433\nrole = \"replica\"\n",
                 "",
             ),
             (
@@ -328,6 +348,12 @@ mod tests {
                 "",
                 "pgdog.toml:5:1: databases[1].role:",
                 "shard 3 already has a primary",
+            ),
+            (
+                "[[databases]]\nname = \"d\"\nhost = \"a\"\n[[databases]]\nname = \"d\"\nhost = \"a\"\nport = 5432\nrole = \"replica\"\n",
+                "",
+                "pgdog.toml:6:1: databases[1].host:",
+                "database \"d\" already lists a:5432 (databases[0])",
             ),
             ("[api]\nport = 5432\n", "", "pgdog.toml:2:1: api.port:", "port 5432 is already used by general.port"),
             ("[api]\nbind = \"\"\n", "", "pgdog.toml:2:1: api.bind:", "must not be empty"),

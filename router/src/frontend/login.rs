@@ -177,7 +177,7 @@ async fn login(
             return None;
         }
     };
-    let pool = worker.pool(shared_pool);
+    let pool = worker.pool(&writer_pool(&snapshot, shared_pool));
     let mode = pool.shared.mode();
 
     let startup_params = match StartupParams::from_startup(&params) {
@@ -288,8 +288,10 @@ async fn login(
     Some((session, bound, listed))
 }
 
-/// Read/write splitting for this client, when `[query_routing]` turns it on
-/// and the pool mode lets each request choose its server.
+/// Read/write splitting and failover for this client: for a database with
+/// more than one host (or with `read_write_split`, which also refuses a
+/// replica-only user's writes on one host), when the pool mode lets each
+/// request choose its server.
 fn splitter(
     worker: &Worker,
     snapshot: &crate::runtime::Snapshot,
@@ -299,18 +301,21 @@ fn splitter(
     mode: PoolMode,
 ) -> Option<Splitter> {
     let routing = &snapshot.config.router.query_routing;
-    if !routing.read_write_split || mode == PoolMode::Session {
+    let topology = &primary.shared.topology;
+    if mode == PoolMode::Session || (!routing.read_write_split && topology.member_count() < 2) {
         return None;
     }
     let force_replica =
         snapshot.config.users.iter().any(|u| u.name == user && u.database == database && u.force_replica);
-    let replicas = snapshot
+    let hosts: Vec<_> = snapshot
         .pools
         .values()
-        .filter(|p| p.key.user == user && p.key.database == database && p.role == crate::config::Role::Replica)
-        .map(|p| worker.pool(p))
+        .filter(|p| p.key.user == user && p.key.database == database && Arc::ptr_eq(&p.topology, topology))
+        .map(|p| if Arc::ptr_eq(p, &primary.shared) { primary.clone() } else { worker.pool(p) })
         .collect();
+    let at = hosts.iter().position(|p| Rc::ptr_eq(p, primary))?;
     let settings = SplitSettings {
+        split_reads: routing.read_write_split,
         primary_reads: routing.primary_reads,
         balancing: routing.load_balancing,
         read_your_writes: (routing.read_your_writes_ms > 0)
@@ -320,5 +325,27 @@ fn splitter(
         ban_time: std::time::Duration::from_millis(routing.ban_time_ms),
         fallback_error: routing.replica_fallback == crate::config::ReplicaFallback::Error,
     };
-    Some(Splitter::new(primary.clone(), replicas, worker.classifier(routing), settings))
+    Some(Splitter::new(hosts, at, worker.classifier(routing), settings))
+}
+
+/// The pool of the host that takes the database's writes now: the
+/// configured primary's unless a failover moved them (`backend::topology`).
+fn writer_pool(
+    snapshot: &crate::runtime::Snapshot,
+    configured: &Arc<crate::backend::pool::PoolShared>,
+) -> Arc<crate::backend::pool::PoolShared> {
+    if configured.is_writer() {
+        return configured.clone();
+    }
+    snapshot
+        .pools
+        .values()
+        .find(|p| {
+            p.key.user == configured.key.user
+                && p.key.database == configured.key.database
+                && Arc::ptr_eq(&p.topology, &configured.topology)
+                && p.is_writer()
+        })
+        .unwrap_or(configured)
+        .clone()
 }

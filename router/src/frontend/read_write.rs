@@ -1,5 +1,8 @@
 //! Read/write splitting for one session: which pool, the primary's or a
-//! replica's, serves the client's next request.
+//! replica's, serves the client's next request. Also where writes go after
+//! a failover: the primary is whichever host the database's topology names
+//! writer now (`backend::topology`), so every session of a database with
+//! more than one host has a Splitter, splitting reads or not.
 //!
 //! The decision is `route::classify`'s (pure); this module holds what it
 //! needs from the session (the `SET pgdog.role` pin, the time of the last
@@ -19,6 +22,9 @@ use crate::route::classify::{self, Access, Classifier, Decision, RoleSetting, Se
 /// Settings from `[query_routing]` and the user, fixed at login.
 #[derive(Debug, Clone)]
 pub struct SplitSettings {
+    /// `read_write_split`: reads may go to replicas. Without it every
+    /// request goes to the primary.
+    pub split_reads: bool,
     pub primary_reads: bool,
     pub balancing: LoadBalancing,
     pub read_your_writes: Option<Duration>,
@@ -33,8 +39,11 @@ pub struct SplitSettings {
 }
 
 pub struct Splitter {
-    pub primary: Rc<Pool>,
-    replicas: Vec<Rc<Pool>>,
+    /// The pools of every host of the database (this user's).
+    hosts: Vec<Rc<Pool>>,
+    /// The host that took writes when last asked: almost always still the
+    /// writer, so finding the primary is one atomic load.
+    writer: Cell<usize>,
     classifier: Rc<RefCell<Classifier>>,
     settings: SplitSettings,
     /// `SET pgdog.role = 'primary' | 'replica'`.
@@ -61,13 +70,42 @@ pub const NO_REPLICA: &str =
     "no replica can serve reads (all are down, banned or lagging more than max_replica_lag) and replica_fallback is \"error\"";
 
 impl Splitter {
+    /// `hosts` holds a pool per host of the database; `primary` is the one
+    /// that takes writes now.
     pub fn new(
-        primary: Rc<Pool>,
-        replicas: Vec<Rc<Pool>>,
+        hosts: Vec<Rc<Pool>>,
+        primary: usize,
         classifier: Rc<RefCell<Classifier>>,
         settings: SplitSettings,
     ) -> Self {
-        Self { primary, replicas, classifier, settings, pinned: None, last_write: None, turn: Cell::new(0) }
+        Self {
+            hosts,
+            writer: Cell::new(primary),
+            classifier,
+            settings,
+            pinned: None,
+            last_write: None,
+            turn: Cell::new(0),
+        }
+    }
+
+    /// Whether reads are split at all; without it only [`primary`](Self::primary) matters.
+    pub fn splits_reads(&self) -> bool {
+        self.settings.split_reads
+    }
+
+    /// The pool of the host that takes writes now. When no host does (a
+    /// database of replicas only), the last known one: its errors say why.
+    pub fn primary(&self) -> &Rc<Pool> {
+        let cached = self.writer.get();
+        if self.hosts.get(cached).is_some_and(|p| p.shared.is_writer()) {
+            return &self.hosts[cached];
+        }
+        if let Some(i) = self.hosts.iter().position(|p| p.shared.is_writer()) {
+            self.writer.set(i);
+            return &self.hosts[i];
+        }
+        &self.hosts[cached.min(self.hosts.len() - 1)]
     }
 
     /// What the statement texts of one request (a simple query, or the
@@ -133,7 +171,7 @@ impl Splitter {
     /// never touches the primary: for it, no replica is an error.
     fn fallback(&self) -> Choice {
         if self.settings.force_replica
-            || (self.settings.fallback_error && !self.settings.primary_reads && !self.replicas.is_empty())
+            || (self.settings.fallback_error && !self.settings.primary_reads && self.hosts.len() > 1)
         {
             Choice::NoReplica
         } else {
@@ -188,7 +226,8 @@ impl Splitter {
     /// A replica that is not banned or lagging, by the configured balancing; the
     /// primary counts as one when it also serves reads (then None means it).
     fn pick_replica(&self) -> Option<Rc<Pool>> {
-        let candidates: Vec<&Rc<Pool>> = self.replicas.iter().filter(|p| p.shared.readable()).collect();
+        let candidates: Vec<&Rc<Pool>> =
+            self.hosts.iter().filter(|p| !p.shared.is_writer() && p.shared.readable()).collect();
         let extra = usize::from(self.settings.primary_reads && !self.settings.force_replica);
         let n = candidates.len() + extra;
         if n == 0 {
@@ -207,7 +246,7 @@ impl Splitter {
                     best = best.min((p.shared.active_count(), i));
                 }
                 if extra == 1 {
-                    best = best.min((self.primary.shared.active_count(), candidates.len()));
+                    best = best.min((self.primary().shared.active_count(), candidates.len()));
                 }
                 best.1
             }

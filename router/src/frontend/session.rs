@@ -152,7 +152,8 @@ pub struct Session {
     pipeline: Pipeline,
     /// The client's settings and pinning (transaction and statement mode).
     state: SessionState,
-    /// Read/write splitting: chooses the pool (`self.pool`) per request.
+    /// Read/write splitting and failover: chooses the pool (`self.pool`)
+    /// per request, for databases with more than one host.
     split: Option<Splitter>,
     /// The bound server is a replica's.
     on_replica: bool,
@@ -361,22 +362,30 @@ impl Session {
         }
     }
 
-    /// Read/write splitting: points `self.pool` at the pool that serves the
-    /// request at the front of the client's buffer. Returns false when the
+    /// Read/write splitting and failover: points `self.pool` at the pool
+    /// that serves the request at the front of the client's buffer. Returns false when the
     /// request was refused (a write by a replica-only user).
     async fn route_request(&mut self) -> bool {
         let choice = {
-            let Session { split, cbuf, statements, .. } = self;
+            let Session { split, cbuf, statements, pool, on_replica, .. } = self;
             let Some(split) = split.as_mut() else { return true };
+            if !split.splits_reads() {
+                // Only failover matters: one atomic load while the writer
+                // stays where it was.
+                if !pool.shared.is_writer() {
+                    *pool = split.primary().clone();
+                }
+                *on_replica = false;
+                return true;
+            }
             let texts = request_texts(cbuf, statements);
             let decision = split.decide(texts.iter().copied());
             split.choose(decision.as_ref())
         };
-        let primary = self.split.as_ref().map(|s| s.primary.clone());
         match choice {
             Choice::Primary => {
-                if let Some(p) = primary {
-                    self.pool = p;
+                if let Some(split) = &self.split {
+                    self.pool = split.primary().clone();
                 }
                 self.on_replica = false;
             }
@@ -425,7 +434,7 @@ impl Session {
             if !fallback_error {
                 tracing::warn!(parent: &self.span, pool = %pool.shared.key, error = %e, "replica unreachable, reading from the primary");
                 if let Some(split) = &self.split {
-                    self.pool = split.primary.clone();
+                    self.pool = split.primary().clone();
                 }
                 self.on_replica = false;
                 let primary = self.pool.clone();

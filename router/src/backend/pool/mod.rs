@@ -29,6 +29,7 @@ use crate::stats::{PoolStats, Totals};
 
 use super::server::{Detached, ServerError, ServerTarget};
 use super::statements::StatementRegistry;
+use super::topology::Topology;
 
 mod local;
 
@@ -204,6 +205,10 @@ pub struct PoolShared {
     lag_ms: AtomicU64,
     /// Set by the health monitor while the lag exceeds `max_replica_lag`.
     lagging: AtomicBool,
+    /// The live roles of this database's hosts (failover), and this
+    /// pool's host's id there.
+    pub topology: Arc<Topology>,
+    pub host_id: usize,
     /// The last health check's failure, cleared when a check succeeds.
     last_error: Mutex<Option<String>>,
     /// Admin PAUSE: checkouts wait until RESUME. Workers see it through
@@ -219,10 +224,14 @@ pub struct PoolShared {
 }
 
 /// What a pool shares with other pools: the host's connection cap (pools
-/// of one host), the statement registry (pools of one user and database).
+/// of one host), the statement registry (pools of one user and database),
+/// the live roles of the database's hosts (pools of one database).
 pub struct PoolLinks {
     pub host: Arc<HostLimit>,
     pub statements: Arc<StatementRegistry>,
+    pub topology: Arc<Topology>,
+    /// This pool's host's id in `topology`.
+    pub host_id: usize,
 }
 
 impl PoolShared {
@@ -235,7 +244,7 @@ impl PoolShared {
         connect: ConnectOptions,
         links: PoolLinks,
     ) -> Arc<Self> {
-        let PoolLinks { host, statements } = links;
+        let PoolLinks { host, statements, topology, host_id } = links;
         Arc::new(Self {
             key,
             role,
@@ -262,6 +271,8 @@ impl PoolShared {
             bans_total: AtomicU64::new(0),
             lag_ms: AtomicU64::new(LAG_UNKNOWN),
             lagging: AtomicBool::new(false),
+            topology,
+            host_id,
             last_error: Mutex::new(None),
             paused: AtomicBool::new(false),
             resumed: Notify::new(),
@@ -280,9 +291,32 @@ impl PoolShared {
         }
     }
 
-    /// Whether reads may go here: not banned and not lagging.
+    /// Whether reads may go here: not banned, not lagging, not fenced.
     pub fn readable(&self) -> bool {
-        !self.is_banned() && !self.lagging.load(Ordering::Relaxed)
+        !self.is_banned() && !self.lagging.load(Ordering::Relaxed) && !self.is_fenced()
+    }
+
+    /// Whether this pool's host takes the database's writes now: the
+    /// configured primary until a failover moved them (`backend::topology`).
+    pub fn is_writer(&self) -> bool {
+        self.topology.writer() == self.host_id
+    }
+
+    /// Whether this host claims to be a primary while another is the
+    /// writer: it gets no traffic at all.
+    pub fn is_fenced(&self) -> bool {
+        self.topology.is_fenced(self.host_id)
+    }
+
+    /// The role the host plays now, for SHOW POOLS and the API.
+    pub fn live_role(&self) -> &'static str {
+        if self.is_writer() {
+            "primary"
+        } else if self.is_fenced() {
+            "fenced"
+        } else {
+            "replica"
+        }
     }
 
     /// Records a replica lag measurement (None: unknown) and whether it is

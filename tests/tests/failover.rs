@@ -1,0 +1,231 @@
+//! Host failures and failover against a real primary with two streaming
+//! replicas (a cluster per test: each stops, promotes or restarts servers).
+//!
+//! - A replica stopped during a pgbench select-only run: the run finishes,
+//!   at most the transactions in flight fail, reads continue on the other
+//!   replica.
+//! - The primary stopped: writes fail fast with a connection error (no hang),
+//!   reads keep working, and writes resume by themselves when it is back.
+//! - The primary stopped and a replica promoted: writes reach the new
+//!   primary without a router restart, with and without read/write
+//!   splitting; the old primary, started again while still a primary, is
+//!   fenced and gets neither writes nor reads.
+//!
+//! Timing is only ever polled for, with generous deadlines.
+
+use std::time::{Duration, Instant};
+
+use pgdog_tests::{
+    default_users, free_port, pgbench_summary, pgbench_transcript, router_config, wait_until, PgCluster, RouterProcess,
+};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const ADMIN: &str = "pgdog_admin";
+const ADMIN_PASSWORD: &str = "admin-secret";
+
+fn users() -> String {
+    format!(
+        "{}\n[[users]]\nname = \"{ADMIN}\"\npassword = \"{ADMIN_PASSWORD}\"\ndatabase = \"pgdog\"\n\
+         server_user = \"pgdog\"\nserver_password = \"pgdog\"\n",
+        default_users()
+    )
+}
+
+/// A transaction-mode router over `cluster`'s three hosts, checking them
+/// every 200 ms.
+fn start_router(cluster: &PgCluster, split: bool) -> RouterProcess {
+    let mut config = router_config(
+        cluster,
+        "connect_timeout_ms = 2000\n",
+        "[pools.default]\npool_mode = \"transaction\"\nmax_pool_size = 8\ncheckout_timeout_ms = 5000\n",
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    config.push_str(&format!(
+        "\n[query_routing]\nread_write_split = {split}\nhealth_check_interval_ms = 200\n\
+         health_check_timeout_ms = 1000\nban_time_ms = 1000\nmax_replica_lag = 60000\n"
+    ));
+    RouterProcess::start(&config, &users())
+}
+
+async fn connect(port: u16) -> Client {
+    pgdog_tests::connect_tcp(port, "pgdog", "pgdog", "pgdog").await.unwrap_or_else(|e| panic!("connect {port}: {e:?}"))
+}
+
+/// The first column of the first row of a simple query.
+async fn value(client: &Client, sql: &str) -> Result<String, tokio_postgres::Error> {
+    let messages = client.simple_query(sql).await?;
+    Ok(messages
+        .into_iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_default())
+}
+
+/// A write through the router; the port of the server that took it.
+async fn write(client: &Client) -> Result<u16, tokio_postgres::Error> {
+    let port = value(client, "INSERT INTO failover_log (at) VALUES (now()) RETURNING inet_server_port()").await?;
+    Ok(port.parse().unwrap_or(0))
+}
+
+/// The port of the server a read ran on.
+async fn read_port(client: &Client) -> Result<u16, tokio_postgres::Error> {
+    Ok(value(client, "SELECT inet_server_port()").await?.parse().unwrap_or(0))
+}
+
+/// SHOW POOLS rows for user `pgdog`: (port, role, banned).
+async fn pool_roles(admin: &Client) -> Vec<(u16, String, String)> {
+    let messages = admin.simple_query("SHOW POOLS").await.expect("SHOW POOLS");
+    let mut columns = Vec::new();
+    let mut rows = Vec::new();
+    for m in messages {
+        match m {
+            SimpleQueryMessage::RowDescription(cols) => columns = cols.iter().map(|c| c.name().to_string()).collect(),
+            SimpleQueryMessage::Row(row) => {
+                let get = |name: &str| {
+                    columns.iter().position(|c| c == name).and_then(|i| row.get(i)).unwrap_or_default().to_string()
+                };
+                if get("user") == "pgdog" {
+                    rows.push((get("port").parse().unwrap_or(0), get("role"), get("banned")));
+                }
+            }
+            _ => {}
+        }
+    }
+    rows
+}
+
+fn create_table(cluster: &PgCluster) {
+    cluster.psql_admin("CREATE TABLE failover_log (id bigserial PRIMARY KEY, at timestamptz)");
+}
+
+#[test]
+fn replica_stopped_during_select_only_run() {
+    let cluster = PgCluster::start_with_replicas(2);
+    let init = std::process::Command::new(pgdog_tests::pg_bin_dir().join("pgbench"))
+        .args(["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p", &cluster.primary_port.to_string(), "-U", "pgdog"])
+        .arg("pgdog")
+        .env("PGPASSWORD", "pgdog")
+        .output()
+        .expect("spawn pgbench -i");
+    assert!(init.status.success(), "pgbench -i: {}", pgbench_transcript(&init));
+    let router = start_router(&cluster, true);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt.block_on(connect(router.port));
+    // Both replicas serve reads before the fault.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        seen.insert(rt.block_on(read_port(&client)).expect("read"));
+    }
+    let replicas: std::collections::BTreeSet<u16> = cluster.replica_ports.iter().copied().collect();
+    assert_eq!(seen, replicas, "reads spread over both replicas");
+
+    const CLIENTS: u64 = 4;
+    let run = std::thread::scope(|s| {
+        let bench = s.spawn(|| {
+            router.pgbench(&["-S", "-n", "-T", "8", "-c", &CLIENTS.to_string(), "-j", "2"], "pgdog", "pgdog", "pgdog")
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        cluster.stop_replica_at(0);
+        bench.join().expect("pgbench thread")
+    });
+    let transcript = pgbench_transcript(&run);
+    let summary = pgbench_summary(&String::from_utf8_lossy(&run.stdout))
+        .unwrap_or_else(|| panic!("no pgbench summary\n{transcript}\n{}", router.log_tail(4000)));
+    // Only a query that was on the stopped replica at that moment may fail:
+    // pgbench ends a client at its first error, so at most every client
+    // once, and the others run to the end.
+    let aborted = String::from_utf8_lossy(&run.stderr).matches("aborted in command").count() as u64;
+    eprintln!("pgbench: {} transactions, {aborted} of {CLIENTS} clients ended by an error", summary.processed);
+    assert!(aborted <= CLIENTS, "{transcript}");
+    assert!(aborted < CLIENTS, "every client failed: reads did not move to the other replica\n{transcript}");
+    assert!(summary.processed > 100, "{transcript}");
+    // Reads now land on the remaining replica only.
+    for _ in 0..10 {
+        let port = rt.block_on(read_port(&client)).expect("read after the replica stopped");
+        assert_eq!(port, cluster.replica_ports[1], "reads avoid the stopped replica");
+    }
+}
+
+#[test]
+fn primary_down_then_back_then_promotion() {
+    let cluster = PgCluster::start_with_replicas(2);
+    create_table(&cluster);
+    let split = start_router(&cluster, true);
+    let plain = start_router(&cluster, false);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c_split = connect(split.port).await;
+        let c_plain = connect(plain.port).await;
+        assert_eq!(write(&c_split).await.expect("write"), cluster.primary_port);
+        assert_eq!(write(&c_plain).await.expect("write"), cluster.primary_port);
+
+        // Primary down: writes fail fast with a connection error; reads go on.
+        cluster.stop_primary();
+        for client in [&c_split, &c_plain] {
+            let started = Instant::now();
+            let err = write(client).await.expect_err("a write with the primary down");
+            let code = err.code().map(|c| c.code().to_string()).unwrap_or_default();
+            assert!(code.starts_with("08") || code == "57P01", "connection error class, got {err:?}");
+            assert!(started.elapsed() < Duration::from_secs(10), "write failed only after {:?}", started.elapsed());
+        }
+        let port = read_port(&c_split).await.expect("reads keep working with the primary down");
+        assert!(cluster.replica_ports.contains(&port), "read on a replica, got {port}");
+
+        // Back: writes resume by themselves, on the same client.
+        cluster.start_primary();
+        for client in [&c_split, &c_plain] {
+            assert!(
+                wait_until(DEADLINE, || async { write(client).await.ok() == Some(cluster.primary_port) }).await,
+                "writes did not resume after the primary came back\n{}",
+                split.log_tail(4000)
+            );
+        }
+
+        // Primary gone for good, replica 0 promoted: writes follow it.
+        cluster.stop_primary();
+        cluster.promote_replica_at(0);
+        let new_primary = cluster.replica_ports[0];
+        for (router, client) in [(&split, &c_split), (&plain, &c_plain)] {
+            assert!(
+                wait_until(DEADLINE, || async { write(client).await.ok() == Some(new_primary) }).await,
+                "writes did not move to the promoted replica\n{}",
+                router.log_tail(4000)
+            );
+            assert!(router.log().contains("failover"), "the failover is logged");
+            // A client that logs in now lands there too.
+            let fresh = connect(router.port).await;
+            assert_eq!(write(&fresh).await.expect("write from a new client"), new_primary);
+        }
+        let admin = pgdog_tests::connect_tcp(split.admin_port, ADMIN, ADMIN_PASSWORD, "pgdog_admin")
+            .await
+            .expect("admin console");
+        let roles = pool_roles(&admin).await;
+        assert!(roles.contains(&(new_primary, "primary".into(), "0".into())), "{roles:?}");
+
+        // The old primary comes back still believing it is primary: fenced,
+        // never a second writer, and no reads either.
+        cluster.start_primary();
+        assert!(
+            wait_until(DEADLINE, || async {
+                pool_roles(&admin).await.iter().any(|r| r.0 == cluster.primary_port && r.1 == "fenced")
+            })
+            .await,
+            "old primary not fenced: {:?}\n{}",
+            pool_roles(&admin).await,
+            split.log_tail(4000)
+        );
+        for _ in 0..10 {
+            assert_eq!(write(&c_split).await.expect("write"), new_primary);
+            assert_eq!(write(&c_plain).await.expect("write"), new_primary);
+            let port = read_port(&c_split).await.expect("read");
+            assert_ne!(port, cluster.primary_port, "a read reached the fenced old primary");
+        }
+        let fresh = connect(plain.port).await;
+        assert_eq!(write(&fresh).await.expect("write"), new_primary);
+    });
+}
