@@ -175,6 +175,22 @@ fn primary_down_then_back_then_promotion() {
         }
         let port = read_port(&c_split).await.expect("reads keep working with the primary down");
         assert!(cluster.replica_ports.contains(&port), "read on a replica, got {port}");
+        // A client logging in now, with settings no server has seen, is
+        // greeted from a replica and can read.
+        let (fresh, connection) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(split.port)
+            .user("pgdog")
+            .password("pgdog")
+            .dbname("pgdog")
+            .application_name("logged-in-while-primary-down")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("login with the primary down: {e:?}\n{}", split.log_tail(3000)));
+        tokio::spawn(connection);
+        let port = read_port(&fresh).await.expect("read by a client that logged in with the primary down");
+        assert!(cluster.replica_ports.contains(&port), "read on a replica, got {port}");
+        assert_eq!(value(&fresh, "SHOW application_name").await.unwrap(), "logged-in-while-primary-down");
 
         // Back: writes resume by themselves, on the same client.
         cluster.start_primary();

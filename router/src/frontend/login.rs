@@ -197,11 +197,30 @@ async fn login(
         || pool.shared.server_params().is_none()
         || !pool.shared.params_accepted(startup_params.id());
     let mut bound = None;
+    // The pool `bound` came from: the primary's, or a replica's when the
+    // primary cannot be reached and reads may go to replicas.
+    let mut bound_pool = pool.clone();
     if need_server {
-        match pool.checkout().await {
+        let mut checked_out = pool.checkout().await;
+        if matches!(checked_out, Err(PoolError::Server(_)))
+            && mode != PoolMode::Session
+            && snapshot.config.router.query_routing.read_write_split
+        {
+            // The primary is down: a client that only reads can still log
+            // in and be served by a replica; its writes get the error.
+            for other in readable_replicas(worker, &snapshot, &pool) {
+                if let Ok(server) = other.checkout().await {
+                    tracing::info!(pool = %other.shared.key, "primary unreachable at login, greeting from a replica");
+                    checked_out = Ok(server);
+                    bound_pool = other;
+                    break;
+                }
+            }
+        }
+        match checked_out {
             Ok(mut server) => {
                 if let Err(e) = server.apply_params(&startup_params).await {
-                    pool.checkin(server);
+                    bound_pool.checkin(server);
                     let message = match &e {
                         ServerError::Query(fields) => fields.message.clone(),
                         other => other.to_string(),
@@ -211,7 +230,7 @@ async fn login(
                         return None;
                     }
                 }
-                pool.shared.accept_params(startup_params.id());
+                bound_pool.shared.accept_params(startup_params.id());
                 bound = Some(server);
             }
             Err(e) => {
@@ -235,7 +254,7 @@ async fn login(
     };
     if mode != PoolMode::Session {
         if let Some(server) = bound.take() {
-            pool.checkin(server);
+            bound_pool.checkin(server);
         }
     }
 
@@ -326,6 +345,27 @@ fn splitter(
         fallback_error: routing.replica_fallback == crate::config::ReplicaFallback::Error,
     };
     Some(Splitter::new(hosts, at, worker.classifier(routing), settings))
+}
+
+/// This user's pools of the database's other hosts that may serve reads now.
+fn readable_replicas(
+    worker: &Worker,
+    snapshot: &crate::runtime::Snapshot,
+    primary: &Rc<crate::backend::pool::Pool>,
+) -> Vec<Rc<crate::backend::pool::Pool>> {
+    let key = &primary.shared.key;
+    snapshot
+        .pools
+        .values()
+        .filter(|p| {
+            p.key.user == key.user
+                && p.key.database == key.database
+                && Arc::ptr_eq(&p.topology, &primary.shared.topology)
+                && !p.is_writer()
+                && p.readable()
+        })
+        .map(|p| worker.pool(p))
+        .collect()
 }
 
 /// The pool of the host that takes the database's writes now: the
