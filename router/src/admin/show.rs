@@ -14,7 +14,7 @@ use crate::stats::Totals;
 
 use super::table::{timestamp, Kind, Table, Value};
 
-use Kind::{Int, Text};
+use Kind::{Float, Int, Text};
 
 pub fn mode_name(mode: PoolMode) -> &'static str {
     match mode {
@@ -395,6 +395,33 @@ fn flatten<T: serde::Serialize>(value: &T) -> BTreeMap<String, String> {
         walk("", &v, &mut out);
     }
     out
+}
+
+/// The read/write classifier's cache of query shapes, one row per worker
+/// (each worker has its own cache). `hit_rate` is NULL before the first
+/// lookup; `capacity` is 0 on a worker that has not needed a classifier
+/// (no split session logged in there yet, or `read_write_split` off).
+pub fn query_cache(shared: &Shared) -> Table {
+    let mut t = Table::new(&[
+        ("worker", Int),
+        ("hits", Int),
+        ("misses", Int),
+        ("hit_rate", Float),
+        ("entries", Int),
+        ("capacity", Int),
+    ]);
+    for (worker, counters) in shared.query_caches.iter().enumerate() {
+        let f = counters.figures();
+        t.push(vec![
+            worker.into(),
+            f.hits.into(),
+            f.misses.into(),
+            f.hit_rate().map(Value::from).unwrap_or(Value::Null),
+            f.entries.into(),
+            f.capacity.into(),
+        ]);
+    }
+    t
 }
 
 pub fn version() -> Table {

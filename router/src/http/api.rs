@@ -40,6 +40,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/servers", get(servers))
         .route("/stats", get(stats))
         .route("/databases", get(databases))
+        .route("/query_cache", get(query_cache))
         .route("/config", get(config))
         .route("/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(shared.clone(), require_token));
@@ -174,6 +175,10 @@ async fn databases(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(show::databases(&shared).to_json())
 }
 
+async fn query_cache(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(show::query_cache(&shared).to_json())
+}
+
 /// The running configuration; secrets are never included (the API token
 /// is not serialised, user passwords show as `<redacted>`).
 async fn config(State(shared): State<Arc<Shared>>) -> Response {
@@ -222,6 +227,7 @@ mod tests {
             "/api/v1/servers",
             "/api/v1/stats",
             "/api/v1/databases",
+            "/api/v1/query_cache",
             "/api/v1/config",
             "/api/v1/openapi.json",
         ] {

@@ -19,6 +19,7 @@ use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, Me
 use tokio::net::TcpListener;
 
 use crate::admin::show::{pool_name, role_name};
+use crate::route::classify::CacheFigures;
 use crate::runtime::Shared;
 use crate::stats::BUCKETS_US;
 
@@ -218,6 +219,33 @@ impl Collector for RouterCollector {
         let mut info = Family::new("build_info", "Always 1; the router's version as a label.", GAUGE);
         info.add(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
 
+        // The read/write classifier's caches, summed over workers.
+        let mut cache = CacheFigures::default();
+        for worker in &shared.query_caches {
+            cache.merge(&worker.figures());
+        }
+        let mut cache_hits = Family::new(
+            "query_cache_hits_total",
+            "Read/write classifications answered from the cache of query shapes (no parse).",
+            COUNTER,
+        );
+        cache_hits.add(&[], cache.hits as f64);
+        let mut cache_misses = Family::new(
+            "query_cache_misses_total",
+            "Read/write classifications that parsed the query (shape not cached, or never cacheable).",
+            COUNTER,
+        );
+        cache_misses.add(&[], cache.misses as f64);
+        let mut cache_entries =
+            Family::new("query_cache_entries", "Query shapes in the classifier caches, all workers.", GAUGE);
+        cache_entries.add(&[], cache.entries as f64);
+        let mut cache_capacity = Family::new(
+            "query_cache_capacity",
+            "Query shapes the classifier caches may hold: query_cache_size per worker that built one.",
+            GAUGE,
+        );
+        cache_capacity.add(&[], cache.capacity as f64);
+
         [
             active,
             idle,
@@ -245,6 +273,10 @@ impl Collector for RouterCollector {
             clients_total,
             draining,
             info,
+            cache_hits,
+            cache_misses,
+            cache_entries,
+            cache_capacity,
         ]
         .into_iter()
         .map(|f| f.0)
