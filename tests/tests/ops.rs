@@ -114,10 +114,6 @@ fn start(general: &str, tables: &str) -> RouterProcess {
     RouterProcess::start(&config(general, tables), &users())
 }
 
-fn start_with_token(tables: &str) -> RouterProcess {
-    RouterProcess::start_with_env(&config("", tables), &users(), &[("PGDOG_API_TOKEN", TOKEN)])
-}
-
 async fn connect(port: u16, user: &str, password: &str, db: &str) -> Result<Client, tokio_postgres::Error> {
     pgdog_tests::connect_tcp(port, user, password, db).await
 }
@@ -568,7 +564,15 @@ async fn api_endpoints_need_the_token() {
     assert!(resp.json()["error"].as_str().unwrap_or("").contains("disabled"));
     drop(router);
 
-    let router = start_with_token("");
+    // Read/write splitting over the shared cluster's primary and replica,
+    // plus a replica nobody listens on, so the pool listing has health to show.
+    let dead = free_port();
+    let split = "[query_routing]\nread_write_split = true\nhealth_check_interval_ms = 200\n";
+    let cfg = format!(
+        "{}\n[[databases]]\nname = \"pgdog\"\nhost = \"127.0.0.1\"\nport = {dead}\nrole = \"replica\"\n",
+        config("", split)
+    );
+    let router = RouterProcess::start_with_env(&cfg, &users(), &[("PGDOG_API_TOKEN", TOKEN)]);
     let port = router.api_port;
     for path in ["/api/v1/pools", "/api/v1/clients", "/api/v1/servers", "/api/v1/config", "/api/v1/openapi.json"] {
         assert_eq!(http_get(port, path, &[]).status, 401, "{path} without a token");
@@ -586,11 +590,46 @@ async fn api_endpoints_need_the_token() {
     let pool = pools.as_array().unwrap().iter().find(|p| p["user"] == "pgdog").expect("pgdog pool").clone();
     assert_eq!(pool["pool_mode"], "transaction");
     assert!(pool["sv_idle"].is_number());
+    // Every SHOW POOLS column, health ones included, is a field of each pool.
+    let admin = admin(&router).await;
+    let (cols, _) = show(&admin, "SHOW POOLS").await;
+    let mut fields: Vec<&String> = pool.as_object().expect("object").keys().collect();
+    let mut wanted: Vec<&String> = cols.iter().collect();
+    fields.sort();
+    wanted.sort();
+    assert_eq!(fields, wanted);
+    // Health as the monitor sees it: the live replica measured and readable,
+    // the dead one banned with its error, the primary never lagging.
+    let pool_at = |pools: &serde_json::Value, port: u16| {
+        pools.as_array().unwrap().iter().find(|p| p["user"] == "pgdog" && p["port"] == port).cloned().unwrap()
+    };
+    let cluster = shared_cluster();
+    let measured = wait_until(DEADLINE, || async {
+        let pools = http_get(port, "/api/v1/pools", &[("Authorization", &auth)]).json();
+        pool_at(&pools, cluster.replica_port)["replica_lag_ms"].is_u64() && pool_at(&pools, dead)["banned"] == 1
+    })
+    .await;
+    let pools = http_get(port, "/api/v1/pools", &[("Authorization", &auth)]).json();
+    assert!(measured, "health never reported: {pools:#}");
+    let (primary, replica, gone) =
+        (pool_at(&pools, cluster.primary_port), pool_at(&pools, cluster.replica_port), pool_at(&pools, dead));
+    assert_eq!((primary["role"].as_str(), primary["banned"].as_u64()), (Some("primary"), Some(0)), "{primary}");
+    assert!(primary["replica_lag_ms"].is_null() && primary["last_error"].is_null(), "{primary}");
+    assert_eq!((replica["role"].as_str(), replica["banned"].as_u64()), (Some("replica"), Some(0)), "{replica}");
+    assert!(replica["last_error"].is_null(), "{replica}");
+    assert!(gone["replica_lag_ms"].is_null(), "{gone}");
+    assert!(gone["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{gone}");
     let config = http_get(port, "/api/v1/config", &[("Authorization", &auth)]);
     assert!(!config.body.contains(ADMIN_PASSWORD) && !config.body.contains(TOKEN), "secret in {}", config.body);
     assert!(config.body.contains("<redacted>"));
     let doc = http_get(port, "/api/v1/openapi.json", &[("Authorization", &auth)]).json();
     assert_eq!(doc["openapi"], "3.0.3");
+    for field in ["banned", "replica_lag_ms", "last_error"] {
+        assert!(
+            doc["components"]["schemas"]["Pool"]["properties"][field].is_object(),
+            "{field} not in the Pool schema"
+        );
+    }
     assert_eq!(http_get(port, "/nowhere", &[]).status, 404);
 }
 

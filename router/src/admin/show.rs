@@ -42,35 +42,39 @@ pub fn pool_name(snapshot: &Snapshot, user: &str, database: &str) -> String {
         .unwrap_or_else(|| "default".into())
 }
 
+/// SHOW POOLS' columns; also the fields of `GET /api/v1/pools` (the
+/// `Pool` schema in `http/openapi.json` lists the same, checked by a test).
+pub const POOLS_COLUMNS: [(&str, Kind); 25] = [
+    ("database", Text),
+    ("user", Text),
+    ("cl_active", Int),
+    ("cl_waiting", Int),
+    ("cl_active_cancel_req", Int),
+    ("cl_waiting_cancel_req", Int),
+    ("sv_active", Int),
+    ("sv_active_cancel", Int),
+    ("sv_being_canceled", Int),
+    ("sv_idle", Int),
+    ("sv_used", Int),
+    ("sv_tested", Int),
+    ("sv_login", Int),
+    ("maxwait", Int),
+    ("maxwait_us", Int),
+    ("pool_mode", Text),
+    // The router's own.
+    ("role", Text),
+    ("host", Text),
+    ("port", Int),
+    ("pool", Text),
+    ("pool_size", Int),
+    ("paused", Int),
+    ("banned", Int),
+    ("replica_lag_ms", Int),
+    ("last_error", Text),
+];
+
 pub fn pools(shared: &Shared) -> Table {
-    let mut t = Table::new(&[
-        ("database", Text),
-        ("user", Text),
-        ("cl_active", Int),
-        ("cl_waiting", Int),
-        ("cl_active_cancel_req", Int),
-        ("cl_waiting_cancel_req", Int),
-        ("sv_active", Int),
-        ("sv_active_cancel", Int),
-        ("sv_being_canceled", Int),
-        ("sv_idle", Int),
-        ("sv_used", Int),
-        ("sv_tested", Int),
-        ("sv_login", Int),
-        ("maxwait", Int),
-        ("maxwait_us", Int),
-        ("pool_mode", Text),
-        // The router's own.
-        ("role", Text),
-        ("host", Text),
-        ("port", Int),
-        ("pool", Text),
-        ("pool_size", Int),
-        ("paused", Int),
-        ("banned", Int),
-        ("replica_lag_ms", Int),
-        ("last_error", Text),
-    ]);
+    let mut t = Table::new(&POOLS_COLUMNS);
     let snapshot = shared.snapshot();
     let clients = shared.client_list.counts();
     for (key, pool) in &snapshot.pools {

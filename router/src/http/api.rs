@@ -234,4 +234,29 @@ mod tests {
             assert!(paths.contains_key(p), "{p} missing from openapi.json");
         }
     }
+
+    /// The `Pool` schema names SHOW POOLS' columns, all of them, in order,
+    /// with their types; the health ones may be null.
+    #[test]
+    fn openapi_pool_schema_matches_show_pools() {
+        use crate::admin::show::POOLS_COLUMNS;
+        use crate::admin::table::Kind;
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("openapi.json parses");
+        let items = &doc["paths"]["/api/v1/pools"]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+        assert_eq!(items["items"]["$ref"], "#/components/schemas/Pool");
+        let schema = &doc["components"]["schemas"]["Pool"];
+        let required: Vec<&str> =
+            schema["required"].as_array().expect("required").iter().filter_map(|v| v.as_str()).collect();
+        let columns: Vec<&str> = POOLS_COLUMNS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(required, columns);
+        let properties = schema["properties"].as_object().expect("properties");
+        assert_eq!(properties.keys().count(), columns.len());
+        for (name, kind) in POOLS_COLUMNS {
+            let p = &properties[name];
+            let want = if kind == Kind::Int { "integer" } else { "string" };
+            assert_eq!(p["type"], want, "{name}");
+            let nullable = matches!(name, "replica_lag_ms" | "last_error");
+            assert_eq!(p["nullable"].as_bool().unwrap_or(false), nullable, "{name}");
+        }
+    }
 }
