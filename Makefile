@@ -32,7 +32,8 @@ format:
 run: build
 	scripts/run-local.sh $(ARGS)
 
-# Router vs PgBouncer vs direct PostgreSQL, side by side (not part of `test`).
+# Router vs PgBouncer vs direct PostgreSQL, side by side, plus the router with
+# read/write splitting over a streaming replica (not part of `test`).
 bench: build
 	$(CARGO) run --release -p pgdog-tests --bin bench -- $(ARGS)
 

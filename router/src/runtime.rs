@@ -24,7 +24,7 @@ use crate::frontend::{listener, tls};
 use crate::logging::{self, LogLevel};
 use crate::net::Keepalive;
 use crate::ops;
-use crate::route::classify::Classifier;
+use crate::route::classify::{CacheCounters, Classifier};
 use crate::stats::clients::ClientRegistry;
 use crate::stats::Sampler;
 
@@ -212,6 +212,8 @@ pub struct Shared {
     pub users_path: Option<PathBuf>,
     /// Logged-in clients, for the admin console and the API.
     pub client_list: Arc<ClientRegistry>,
+    /// Each worker's classifier cache figures, by worker index.
+    pub query_caches: Vec<Arc<CacheCounters>>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     /// One reload at a time: two building from the same snapshot would
@@ -245,6 +247,7 @@ impl Shared {
             config_path,
             users_path,
             client_list: Arc::new(ClientRegistry::default()),
+            query_caches: (0..workers).map(|_| Arc::default()).collect(),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             reload_lock: Mutex::new(()),
@@ -360,8 +363,9 @@ impl StopSignal {
 }
 
 impl Worker {
-    /// This worker's share of a pool, created on first use.
     /// This worker's classifier, rebuilt when a reload changed its settings.
+    /// Every one it builds counts into the worker's block of
+    /// `Shared::query_caches`, so the counts carry on across a rebuild.
     pub fn classifier(&self, routing: &QueryRouting) -> Rc<RefCell<Classifier>> {
         let mut slot = self.classifier.borrow_mut();
         if let Some((built_from, classifier)) = slot.as_ref() {
@@ -371,11 +375,14 @@ impl Worker {
                 return classifier.clone();
             }
         }
-        let classifier = Rc::new(RefCell::new(Classifier::new(routing.query_cache_size, &routing.writing_functions)));
+        let counters = self.shared.query_caches.get(self.index).cloned().unwrap_or_default();
+        let classifier = Classifier::with_counters(routing.query_cache_size, &routing.writing_functions, counters);
+        let classifier = Rc::new(RefCell::new(classifier));
         *slot = Some((routing.clone(), classifier.clone()));
         classifier
     }
 
+    /// This worker's share of a pool, created on first use.
     pub fn pool(&self, shared_pool: &Arc<PoolShared>) -> Rc<Pool> {
         let mut pools = self.pools.borrow_mut();
         if let Some(p) = pools.get(&shared_pool.key) {

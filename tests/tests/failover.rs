@@ -222,6 +222,14 @@ fn primary_down_then_back_then_promotion() {
             .expect("admin console");
         let roles = pool_roles(&admin).await;
         assert!(roles.contains(&(new_primary, "primary".into(), "0".into())), "{roles:?}");
+        let metrics = pgdog_tests::http_get(split.metrics_port, "/metrics", &[]).body;
+        let line = |needle: &str| metrics.lines().find(|l| l.contains(needle)).unwrap_or_default().to_string();
+        assert!(line("failovers_total{").ends_with(" 1"), "{}", line("failovers_total{"));
+        let promoted = format!("server=\"127.0.0.1:{new_primary}\"");
+        assert!(
+            metrics.lines().any(|l| l.contains("pool_primary{") && l.contains(&promoted) && l.ends_with(" 1")),
+            "pool_primary of the promoted host\n{metrics}"
+        );
 
         // The old primary comes back still believing it is primary: fenced,
         // never a second writer, and no reads either.

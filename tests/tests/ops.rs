@@ -114,10 +114,6 @@ fn start(general: &str, tables: &str) -> RouterProcess {
     RouterProcess::start(&config(general, tables), &users())
 }
 
-fn start_with_token(tables: &str) -> RouterProcess {
-    RouterProcess::start_with_env(&config("", tables), &users(), &[("PGDOG_API_TOKEN", TOKEN)])
-}
-
 async fn connect(port: u16, user: &str, password: &str, db: &str) -> Result<Client, tokio_postgres::Error> {
     pgdog_tests::connect_tcp(port, user, password, db).await
 }
@@ -278,6 +274,86 @@ async fn metric_prefix_comes_from_config() {
     assert!(text.contains("edge_router_queries_total"), "{text}");
     assert!(!text.contains("orochi_pgdog_"), "{text}");
     assert!(promtool(&text).status.success());
+}
+
+/// The read/write classifier's cache, as `/metrics`, SHOW QUERY_CACHE and
+/// the API report it: repeated reads through a split router are hits, and
+/// a reload that rebuilds the classifier does not reset the counters.
+#[tokio::test(flavor = "multi_thread")]
+async fn query_cache_hits_grow_with_repeated_reads() {
+    let base = config("", "[query_routing]\nread_write_split = true\nquery_cache_size = 500\n");
+    let router = RouterProcess::start_with_env(&base, &users(), &[("PGDOG_API_TOKEN", TOKEN)]);
+    let admin = admin(&router).await;
+    let cache = |text: &str, what: &str| sample(text, &format!("orochi_pgdog_query_cache_{what}"), &[]);
+
+    // Before any split session: every worker's row, nothing built yet.
+    let (cols, rows) = show(&admin, "SHOW QUERY_CACHE").await;
+    assert_eq!(cols, ["worker", "hits", "misses", "hit_rate", "entries", "capacity"]);
+    assert_eq!(rows.len(), 2, "one row per worker (workers = 2): {rows:?}");
+    for row in &rows {
+        assert_eq!((cell(&cols, row, "hits"), cell(&cols, row, "capacity")), ("0", "0"), "{rows:?}");
+        assert_eq!(row[3], None, "hit_rate is NULL before the first lookup: {rows:?}");
+    }
+    let before = scrape(&router);
+    assert_eq!(cache(&before, "hits_total"), Some(0.0), "{before}");
+    assert_eq!(cache(&before, "capacity"), Some(0.0), "{before}");
+
+    // One shape in simple protocol, one in extended: a miss each, then hits.
+    let client = app(&router).await;
+    for i in 0..20 {
+        scalar(&client, &format!("SELECT pg_is_in_recovery(), {i}")).await;
+    }
+    let simple = scrape(&router);
+    let hits = cache(&simple, "hits_total").unwrap_or(0.0);
+    assert!(hits >= 19.0, "20 reads of one shape, {hits} hits:\n{simple}");
+    assert!(cache(&simple, "misses_total").unwrap_or(0.0) >= 1.0, "{simple}");
+    for i in 0..20i32 {
+        let row = client.query_one("SELECT $1::int + 1", &[&i]).await.expect("extended read");
+        assert_eq!(row.get::<_, i32>(0), i + 1);
+    }
+    let extended = scrape(&router);
+    let out = promtool(&extended);
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hits_ext = cache(&extended, "hits_total").unwrap_or(0.0);
+    assert!(hits_ext >= hits + 19.0, "extended reads: hits {hits} -> {hits_ext}");
+    assert!(cache(&extended, "entries").unwrap_or(0.0) >= 2.0, "{extended}");
+    // The client's worker built one classifier of query_cache_size shapes.
+    assert_eq!(cache(&extended, "capacity"), Some(500.0), "{extended}");
+
+    // The console agrees, per worker.
+    let (cols, rows) = show(&admin, "SHOW QUERY_CACHE").await;
+    let used = rows.iter().find(|r| cell(&cols, r, "capacity") == "500").expect("the client's worker");
+    let hits_row: u64 = cell(&cols, used, "hits").parse().unwrap();
+    assert!(hits_row as f64 >= hits_ext, "{rows:?}");
+    let rate: f64 = cell(&cols, used, "hit_rate").parse().unwrap();
+    assert!(rate > 0.8, "hit rate {rate}: {rows:?}");
+    // And the API.
+    let auth = format!("Bearer {TOKEN}");
+    let api = http_get(router.api_port, "/api/v1/query_cache", &[("Authorization", &auth)]).json();
+    let total: u64 = api.as_array().expect("array").iter().map(|w| w["hits"].as_u64().unwrap_or(0)).sum();
+    assert!(total >= hits_row, "{api}");
+    assert!(api.as_array().unwrap().iter().any(|w| w["hit_rate"].as_f64().is_some_and(|r| r > 0.8)), "{api}");
+
+    // A reload that changes the cache size rebuilds the classifier for new
+    // sessions; the counters carry on.
+    router.write_config(&base.replace("query_cache_size = 500", "query_cache_size = 300"));
+    admin.simple_query("RELOAD").await.expect("RELOAD");
+    let later = app(&router).await;
+    for i in 0..5 {
+        scalar(&later, &format!("SELECT pg_is_in_recovery(), {i}")).await;
+    }
+    let reloaded = scrape(&router);
+    assert!(cache(&reloaded, "hits_total").unwrap_or(0.0) >= hits_ext + 4.0, "counter went back:\n{reloaded}");
+    // The first session keeps the classifier it logged in with (and its
+    // worker keeps it until a session logs in there after the reload):
+    // whichever worker the new session landed on, both are alive.
+    assert_eq!(cache(&reloaded, "capacity"), Some(800.0), "{reloaded}");
+    drop(client);
 }
 
 // ---------------------------------------------------------------------------
@@ -488,7 +564,15 @@ async fn api_endpoints_need_the_token() {
     assert!(resp.json()["error"].as_str().unwrap_or("").contains("disabled"));
     drop(router);
 
-    let router = start_with_token("");
+    // Read/write splitting over the shared cluster's primary and replica,
+    // plus a replica nobody listens on, so the pool listing has health to show.
+    let dead = free_port();
+    let split = "[query_routing]\nread_write_split = true\nhealth_check_interval_ms = 200\n";
+    let cfg = format!(
+        "{}\n[[databases]]\nname = \"pgdog\"\nhost = \"127.0.0.1\"\nport = {dead}\nrole = \"replica\"\n",
+        config("", split)
+    );
+    let router = RouterProcess::start_with_env(&cfg, &users(), &[("PGDOG_API_TOKEN", TOKEN)]);
     let port = router.api_port;
     for path in ["/api/v1/pools", "/api/v1/clients", "/api/v1/servers", "/api/v1/config", "/api/v1/openapi.json"] {
         assert_eq!(http_get(port, path, &[]).status, 401, "{path} without a token");
@@ -506,11 +590,46 @@ async fn api_endpoints_need_the_token() {
     let pool = pools.as_array().unwrap().iter().find(|p| p["user"] == "pgdog").expect("pgdog pool").clone();
     assert_eq!(pool["pool_mode"], "transaction");
     assert!(pool["sv_idle"].is_number());
+    // Every SHOW POOLS column, health ones included, is a field of each pool.
+    let admin = admin(&router).await;
+    let (cols, _) = show(&admin, "SHOW POOLS").await;
+    let mut fields: Vec<&String> = pool.as_object().expect("object").keys().collect();
+    let mut wanted: Vec<&String> = cols.iter().collect();
+    fields.sort();
+    wanted.sort();
+    assert_eq!(fields, wanted);
+    // Health as the monitor sees it: the live replica measured and readable,
+    // the dead one banned with its error, the primary never lagging.
+    let pool_at = |pools: &serde_json::Value, port: u16| {
+        pools.as_array().unwrap().iter().find(|p| p["user"] == "pgdog" && p["port"] == port).cloned().unwrap()
+    };
+    let cluster = shared_cluster();
+    let measured = wait_until(DEADLINE, || async {
+        let pools = http_get(port, "/api/v1/pools", &[("Authorization", &auth)]).json();
+        pool_at(&pools, cluster.replica_port)["replica_lag_ms"].is_u64() && pool_at(&pools, dead)["banned"] == 1
+    })
+    .await;
+    let pools = http_get(port, "/api/v1/pools", &[("Authorization", &auth)]).json();
+    assert!(measured, "health never reported: {pools:#}");
+    let (primary, replica, gone) =
+        (pool_at(&pools, cluster.primary_port), pool_at(&pools, cluster.replica_port), pool_at(&pools, dead));
+    assert_eq!((primary["role"].as_str(), primary["banned"].as_u64()), (Some("primary"), Some(0)), "{primary}");
+    assert!(primary["replica_lag_ms"].is_null() && primary["last_error"].is_null(), "{primary}");
+    assert_eq!((replica["role"].as_str(), replica["banned"].as_u64()), (Some("replica"), Some(0)), "{replica}");
+    assert!(replica["last_error"].is_null(), "{replica}");
+    assert!(gone["replica_lag_ms"].is_null(), "{gone}");
+    assert!(gone["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{gone}");
     let config = http_get(port, "/api/v1/config", &[("Authorization", &auth)]);
     assert!(!config.body.contains(ADMIN_PASSWORD) && !config.body.contains(TOKEN), "secret in {}", config.body);
     assert!(config.body.contains("<redacted>"));
     let doc = http_get(port, "/api/v1/openapi.json", &[("Authorization", &auth)]).json();
     assert_eq!(doc["openapi"], "3.0.3");
+    for field in ["banned", "replica_lag_ms", "last_error"] {
+        assert!(
+            doc["components"]["schemas"]["Pool"]["properties"][field].is_object(),
+            "{field} not in the Pool schema"
+        );
+    }
     assert_eq!(http_get(port, "/nowhere", &[]).status, 404);
 }
 

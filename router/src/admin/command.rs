@@ -21,11 +21,14 @@ pub enum Show {
     Databases,
     Config,
     Version,
+    /// The read/write classifier's cache of query shapes, per worker.
+    QueryCache,
 }
 
 /// What the console accepts, for the 42601 error text.
 pub const SUPPORTED: &str = "SHOW POOLS, SHOW CLIENTS, SHOW SERVERS, SHOW STATS, SHOW DATABASES, SHOW CONFIG, \
-                             SHOW VERSION, RELOAD, PAUSE [db], RESUME [db], RECONNECT [db], SHUTDOWN";
+                             SHOW VERSION, SHOW QUERY_CACHE, RELOAD, PAUSE [db], RESUME [db], RECONNECT [db], \
+                             SHUTDOWN";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError(pub String);
@@ -64,6 +67,7 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
             "DATABASES" => Show::Databases,
             "CONFIG" => Show::Config,
             "VERSION" => Show::Version,
+            "QUERY_CACHE" => Show::QueryCache,
             _ => return Err(unknown()),
         })),
         ["RELOAD"] => Ok(Command::Reload),
@@ -96,6 +100,8 @@ mod tests {
             ("SHOW DATABASES", Command::Show(Show::Databases)),
             ("SHOW CONFIG", Command::Show(Show::Config)),
             ("show version", Command::Show(Show::Version)),
+            ("SHOW QUERY_CACHE", Command::Show(Show::QueryCache)),
+            ("Show Query_Cache", Command::Show(Show::QueryCache)),
             ("reload", Command::Reload),
             ("PAUSE", Command::Pause(None)),
             ("pause app", Command::Pause(Some("app".into()))),

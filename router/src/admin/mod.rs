@@ -181,6 +181,7 @@ async fn execute(shared: &Shared, cmd: Command, out: &mut BytesMut) -> Result<()
                 Show::Databases => show::databases(shared),
                 Show::Config => show::config(shared),
                 Show::Version => show::version(),
+                Show::QueryCache => show::query_cache(shared),
             };
             table.encode(out);
             return Ok(());

@@ -14,7 +14,7 @@ use crate::stats::Totals;
 
 use super::table::{timestamp, Kind, Table, Value};
 
-use Kind::{Int, Text};
+use Kind::{Float, Int, Text};
 
 pub fn mode_name(mode: PoolMode) -> &'static str {
     match mode {
@@ -42,35 +42,39 @@ pub fn pool_name(snapshot: &Snapshot, user: &str, database: &str) -> String {
         .unwrap_or_else(|| "default".into())
 }
 
+/// SHOW POOLS' columns; also the fields of `GET /api/v1/pools` (the
+/// `Pool` schema in `http/openapi.json` lists the same, checked by a test).
+pub const POOLS_COLUMNS: [(&str, Kind); 25] = [
+    ("database", Text),
+    ("user", Text),
+    ("cl_active", Int),
+    ("cl_waiting", Int),
+    ("cl_active_cancel_req", Int),
+    ("cl_waiting_cancel_req", Int),
+    ("sv_active", Int),
+    ("sv_active_cancel", Int),
+    ("sv_being_canceled", Int),
+    ("sv_idle", Int),
+    ("sv_used", Int),
+    ("sv_tested", Int),
+    ("sv_login", Int),
+    ("maxwait", Int),
+    ("maxwait_us", Int),
+    ("pool_mode", Text),
+    // The router's own.
+    ("role", Text),
+    ("host", Text),
+    ("port", Int),
+    ("pool", Text),
+    ("pool_size", Int),
+    ("paused", Int),
+    ("banned", Int),
+    ("replica_lag_ms", Int),
+    ("last_error", Text),
+];
+
 pub fn pools(shared: &Shared) -> Table {
-    let mut t = Table::new(&[
-        ("database", Text),
-        ("user", Text),
-        ("cl_active", Int),
-        ("cl_waiting", Int),
-        ("cl_active_cancel_req", Int),
-        ("cl_waiting_cancel_req", Int),
-        ("sv_active", Int),
-        ("sv_active_cancel", Int),
-        ("sv_being_canceled", Int),
-        ("sv_idle", Int),
-        ("sv_used", Int),
-        ("sv_tested", Int),
-        ("sv_login", Int),
-        ("maxwait", Int),
-        ("maxwait_us", Int),
-        ("pool_mode", Text),
-        // The router's own.
-        ("role", Text),
-        ("host", Text),
-        ("port", Int),
-        ("pool", Text),
-        ("pool_size", Int),
-        ("paused", Int),
-        ("banned", Int),
-        ("replica_lag_ms", Int),
-        ("last_error", Text),
-    ]);
+    let mut t = Table::new(&POOLS_COLUMNS);
     let snapshot = shared.snapshot();
     let clients = shared.client_list.counts();
     for (key, pool) in &snapshot.pools {
@@ -395,6 +399,33 @@ fn flatten<T: serde::Serialize>(value: &T) -> BTreeMap<String, String> {
         walk("", &v, &mut out);
     }
     out
+}
+
+/// The read/write classifier's cache of query shapes, one row per worker
+/// (each worker has its own cache). `hit_rate` is NULL before the first
+/// lookup; `capacity` is 0 on a worker that has not needed a classifier
+/// (no split session logged in there yet, or `read_write_split` off).
+pub fn query_cache(shared: &Shared) -> Table {
+    let mut t = Table::new(&[
+        ("worker", Int),
+        ("hits", Int),
+        ("misses", Int),
+        ("hit_rate", Float),
+        ("entries", Int),
+        ("capacity", Int),
+    ]);
+    for (worker, counters) in shared.query_caches.iter().enumerate() {
+        let f = counters.figures();
+        t.push(vec![
+            worker.into(),
+            f.hits.into(),
+            f.misses.into(),
+            f.hit_rate().map(Value::from).unwrap_or(Value::Null),
+            f.entries.into(),
+            f.capacity.into(),
+        ]);
+    }
+    t
 }
 
 pub fn version() -> Table {

@@ -9,11 +9,13 @@ use crate::protocol::backend::{self as be, Column};
 /// Type OIDs of the columns the admin side emits.
 const INT8: i32 = 20;
 const TEXT: i32 = 25;
+const FLOAT8: i32 = 701;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Text(String),
     Int(i64),
+    Float(f64),
     Null,
 }
 
@@ -53,6 +55,12 @@ impl From<i32> for Value {
     }
 }
 
+impl From<f64> for Value {
+    fn from(x: f64) -> Self {
+        Value::Float(x)
+    }
+}
+
 impl From<bool> for Value {
     fn from(b: bool) -> Self {
         // PgBouncer's console shows flags as 0/1 integers.
@@ -64,6 +72,7 @@ impl From<bool> for Value {
 pub enum Kind {
     Text,
     Int,
+    Float,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -92,7 +101,14 @@ impl Table {
         let columns: Vec<Column<'_>> = self
             .columns
             .iter()
-            .map(|(name, kind)| Column { name, type_oid: if *kind == Kind::Int { INT8 } else { TEXT } })
+            .map(|(name, kind)| Column {
+                name,
+                type_oid: match kind {
+                    Kind::Text => TEXT,
+                    Kind::Int => INT8,
+                    Kind::Float => FLOAT8,
+                },
+            })
             .collect();
         be::row_description(out, &columns);
         for row in &self.rows {
@@ -101,6 +117,8 @@ impl Table {
                 .map(|v| match v {
                     Value::Text(s) => Some(s.clone()),
                     Value::Int(n) => Some(n.to_string()),
+                    // Rust's shortest round-trip form is valid float8 input.
+                    Value::Float(x) => Some(x.to_string()),
                     Value::Null => None,
                 })
                 .collect();
@@ -121,6 +139,8 @@ impl Table {
                     let v = match v {
                         Value::Text(s) => serde_json::Value::String(s.clone()),
                         Value::Int(n) => serde_json::Value::from(*n),
+                        // NaN and infinities have no JSON form: null.
+                        Value::Float(x) => serde_json::Value::from(*x),
                         Value::Null => serde_json::Value::Null,
                     };
                     obj.insert((*name).to_string(), v);
@@ -167,6 +187,10 @@ mod tests {
         t.push(vec!["a".into(), 3u64.into()]);
         t.push(vec![Value::Null, true.into()]);
         assert_eq!(t.to_json().to_string(), r#"[{"n":3,"name":"a"},{"n":1,"name":null}]"#);
+        let mut t = Table::new(&[("x", Kind::Float)]);
+        t.push(vec![0.25.into()]);
+        t.push(vec![f64::NAN.into()]);
+        assert_eq!(t.to_json().to_string(), r#"[{"x":0.25},{"x":null}]"#);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 use crate::admin::show;
-use crate::config::{ConfigError, Role};
+use crate::config::ConfigError;
 use crate::runtime::{ReloadError, Shared};
 
 /// How long readyz waits for a primary to accept TCP.
@@ -40,6 +40,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/servers", get(servers))
         .route("/stats", get(stats))
         .route("/databases", get(databases))
+        .route("/query_cache", get(query_cache))
         .route("/config", get(config))
         .route("/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(shared.clone(), require_token));
@@ -92,19 +93,18 @@ async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-/// Ready: not draining, and every primary accepts a TCP connection.
+/// Ready: not draining, and every database's current primary accepts a TCP connection.
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.is_draining() {
         return not_ready("draining for shutdown");
     }
     let snapshot = shared.snapshot();
+    // The hosts that take writes now (the configured primaries unless a
+    // failover moved them).
     let primaries: BTreeSet<(String, u16)> = snapshot
-        .config
-        .router
-        .databases
-        .iter()
-        .filter(|d| d.role == Role::Primary)
-        .map(|d| (d.host.clone(), d.port))
+        .topologies
+        .values()
+        .filter_map(|t| t.members().into_iter().find(|m| m.0 == t.writer()).map(|(_, host, port)| (host, port)))
         .collect();
     for (host, port) in primaries {
         let probe = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect((host.as_str(), port))).await;
@@ -174,6 +174,10 @@ async fn databases(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(show::databases(&shared).to_json())
 }
 
+async fn query_cache(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(show::query_cache(&shared).to_json())
+}
+
 /// The running configuration; secrets are never included (the API token
 /// is not serialised, user passwords show as `<redacted>`).
 async fn config(State(shared): State<Arc<Shared>>) -> Response {
@@ -222,10 +226,36 @@ mod tests {
             "/api/v1/servers",
             "/api/v1/stats",
             "/api/v1/databases",
+            "/api/v1/query_cache",
             "/api/v1/config",
             "/api/v1/openapi.json",
         ] {
             assert!(paths.contains_key(p), "{p} missing from openapi.json");
+        }
+    }
+
+    /// The `Pool` schema names SHOW POOLS' columns, all of them, in order,
+    /// with their types; the health ones may be null.
+    #[test]
+    fn openapi_pool_schema_matches_show_pools() {
+        use crate::admin::show::POOLS_COLUMNS;
+        use crate::admin::table::Kind;
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("openapi.json parses");
+        let items = &doc["paths"]["/api/v1/pools"]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+        assert_eq!(items["items"]["$ref"], "#/components/schemas/Pool");
+        let schema = &doc["components"]["schemas"]["Pool"];
+        let required: Vec<&str> =
+            schema["required"].as_array().expect("required").iter().filter_map(|v| v.as_str()).collect();
+        let columns: Vec<&str> = POOLS_COLUMNS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(required, columns);
+        let properties = schema["properties"].as_object().expect("properties");
+        assert_eq!(properties.keys().count(), columns.len());
+        for (name, kind) in POOLS_COLUMNS {
+            let p = &properties[name];
+            let want = if kind == Kind::Int { "integer" } else { "string" };
+            assert_eq!(p["type"], want, "{name}");
+            let nullable = matches!(name, "replica_lag_ms" | "last_error");
+            assert_eq!(p["nullable"].as_bool().unwrap_or(false), nullable, "{name}");
         }
     }
 }

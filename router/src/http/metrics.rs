@@ -19,6 +19,7 @@ use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, Me
 use tokio::net::TcpListener;
 
 use crate::admin::show::{pool_name, role_name};
+use crate::route::classify::CacheFigures;
 use crate::runtime::Shared;
 use crate::stats::BUCKETS_US;
 
@@ -121,6 +122,16 @@ impl Collector for RouterCollector {
             GAUGE,
         );
         let mut bans = Family::new("bans_total", "Times reads started avoiding this replica.", COUNTER);
+        let mut writer = Family::new(
+            "pool_primary",
+            "1 while this pool's host takes the database's writes (the configured primary until a failover; the role label stays the configured one).",
+            GAUGE,
+        );
+        let mut fenced = Family::new(
+            "pool_fenced",
+            "1 while this host accepts writes although another host is the primary: it gets no traffic.",
+            GAUGE,
+        );
         let mut replica_lag = Family::new(
             "replica_lag_seconds",
             "Replica lag the health monitor last measured (replicas with a measurement only).",
@@ -168,7 +179,9 @@ impl Collector for RouterCollector {
             paused.add(&labels, if pool.is_paused() { 1.0 } else { 0.0 });
             banned.add(&labels, if pool.readable() { 0.0 } else { 1.0 });
             bans.add(&labels, pool.bans_total.load(Ordering::Relaxed) as f64);
-            if let (crate::config::Role::Replica, Some(ms)) = (pool.role, pool.lag_ms()) {
+            writer.add(&labels, if pool.is_writer() { 1.0 } else { 0.0 });
+            fenced.add(&labels, if pool.is_fenced() { 1.0 } else { 0.0 });
+            if let (false, Some(ms)) = (pool.is_writer(), pool.lag_ms()) {
                 replica_lag.add(&labels, ms as f64 / 1e3);
             }
             connected.add(&labels, clients.get(key).copied().unwrap_or(0) as f64);
@@ -207,6 +220,15 @@ impl Collector for RouterCollector {
             duration.0.mut_metric().push(m);
         }
 
+        let mut failovers =
+            Family::new("failovers_total", "Times a database's writes moved to a promoted host.", COUNTER);
+        for ((database, shard), topology) in &snapshot.topologies {
+            let shard = shard.to_string();
+            failovers.add(
+                &[("database", database.as_str()), ("shard", shard.as_str())],
+                topology.failovers_total.load(Ordering::Relaxed) as f64,
+            );
+        }
         let mut reloads = Family::new("reloads_total", "Configuration reloads, by outcome.", COUNTER);
         reloads.add(&[("outcome", "success")], shared.reloads_ok.load(Ordering::Relaxed) as f64);
         reloads.add(&[("outcome", "failure")], shared.reloads_failed.load(Ordering::Relaxed) as f64);
@@ -218,6 +240,33 @@ impl Collector for RouterCollector {
         let mut info = Family::new("build_info", "Always 1; the router's version as a label.", GAUGE);
         info.add(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
 
+        // The read/write classifier's caches, summed over workers.
+        let mut cache = CacheFigures::default();
+        for worker in &shared.query_caches {
+            cache.merge(&worker.figures());
+        }
+        let mut cache_hits = Family::new(
+            "query_cache_hits_total",
+            "Read/write classifications answered from the cache of query shapes (no parse).",
+            COUNTER,
+        );
+        cache_hits.add(&[], cache.hits as f64);
+        let mut cache_misses = Family::new(
+            "query_cache_misses_total",
+            "Read/write classifications that parsed the query (shape not cached, or never cacheable).",
+            COUNTER,
+        );
+        cache_misses.add(&[], cache.misses as f64);
+        let mut cache_entries =
+            Family::new("query_cache_entries", "Query shapes in the classifier caches, all workers.", GAUGE);
+        cache_entries.add(&[], cache.entries as f64);
+        let mut cache_capacity = Family::new(
+            "query_cache_capacity",
+            "Query shapes the classifier caches may hold: query_cache_size per worker that built one.",
+            GAUGE,
+        );
+        cache_capacity.add(&[], cache.capacity as f64);
+
         [
             active,
             idle,
@@ -226,6 +275,9 @@ impl Collector for RouterCollector {
             paused,
             banned,
             bans,
+            writer,
+            fenced,
+            failovers,
             replica_lag,
             connected,
             waiting,
@@ -245,6 +297,10 @@ impl Collector for RouterCollector {
             clients_total,
             draining,
             info,
+            cache_hits,
+            cache_misses,
+            cache_entries,
+            cache_capacity,
         ]
         .into_iter()
         .map(|f| f.0)

@@ -22,7 +22,9 @@
 //! literals stripped by our own light lexer ([`super::normalize`]), so
 //! `... WHERE aid = 123` and `... WHERE aid = 456` share one entry. The cache
 //! is bounded and per worker (a plain struct its caller owns, no locks);
-//! [`Classifier::hit_rate`] reports how well it does.
+//! [`Classifier::hit_rate`] reports how well it does, and a
+//! [`CacheCounters`] block publishes the same figures to other threads
+//! (metrics, admin console) without a lock.
 //!
 //! # Rules
 //!
@@ -80,12 +82,16 @@
 
 mod analyze;
 mod cache;
+mod counters;
 mod hint;
 #[cfg(test)]
 mod tests;
 mod walk;
 
 pub use cache::MAX_KEY_LEN;
+pub use counters::{CacheCounters, CacheFigures};
+
+use std::sync::Arc;
 
 use super::normalize::normalize;
 use cache::Cache;
@@ -163,10 +169,10 @@ impl Decision {
 /// per worker; rebuild it when the writing-functions list changes.
 pub struct Classifier {
     cache: Cache<Decision>,
+    capacity: usize,
     shape: Vec<u8>,
     writers: Vec<String>,
-    hits: u64,
-    misses: u64,
+    counters: Arc<CacheCounters>,
 }
 
 impl Classifier {
@@ -174,12 +180,20 @@ impl Classifier {
     /// treating `writing_functions` (names or `schema.name`, any case) as
     /// writes in addition to the built-in list.
     pub fn new(capacity: usize, writing_functions: &[String]) -> Self {
+        Self::with_counters(capacity, writing_functions, Arc::default())
+    }
+
+    /// [`Classifier::new`] counting into `counters`, the worker's block that
+    /// other threads read (and that outlives this classifier). Only one
+    /// thread may use classifiers of one block.
+    pub fn with_counters(capacity: usize, writing_functions: &[String], counters: Arc<CacheCounters>) -> Self {
+        counters.attach(capacity);
         Classifier {
             cache: Cache::new(capacity),
+            capacity,
             shape: Vec::with_capacity(256),
             writers: writing_functions.iter().map(|f| f.to_ascii_lowercase()).collect(),
-            hits: 0,
-            misses: 0,
+            counters,
         }
     }
 
@@ -189,31 +203,44 @@ impl Classifier {
         let hint = hint::leading_hint(sql);
         if !normalize(sql, &mut self.shape) {
             // An unterminated literal: the server rejects the whole string.
-            self.misses += 1;
+            self.counters.miss();
             return Decision { hint, ..Decision::of(Access::Unknown) };
         }
         let hash = self.cache.hash(&self.shape);
         if let Some(d) = self.cache.get(hash, &self.shape) {
-            self.hits += 1;
+            self.counters.hit();
             return Decision { hint, ..d };
         }
-        self.misses += 1;
+        self.counters.miss();
         let (d, cacheable) = analyze::analyze(sql, &self.writers);
         if cacheable {
+            let before = self.cache.len();
             self.cache.insert(hash, &self.shape, d);
+            if self.cache.len() > before {
+                self.counters.entry_added();
+            }
         }
         Decision { hint, ..d }
     }
 
-    /// Cache hits and misses so far (a string that is never cached, such as
-    /// `SET pgdog.role`, counts as a miss each time).
+    /// Cache hits and misses so far, counted in this classifier's block (so
+    /// including those of the classifiers it replaced). A string that is
+    /// never cached, such as `SET pgdog.role`, counts as a miss each time.
     pub fn hit_rate(&self) -> (u64, u64) {
-        (self.hits, self.misses)
+        let f = self.counters.figures();
+        (f.hits, f.misses)
     }
 
     /// How many shapes are cached.
     pub fn cached(&self) -> usize {
         self.cache.len()
+    }
+}
+
+impl Drop for Classifier {
+    /// Its shapes and room leave the worker's figures with it.
+    fn drop(&mut self) {
+        self.counters.detach(self.capacity, self.cache.len());
     }
 }
 

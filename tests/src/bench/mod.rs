@@ -1,7 +1,8 @@
 //! Building blocks of `make bench` (the `bench` binary): pgbench runs with
 //! the pooler's CPU time charged per transaction, a throwaway PgBouncer to
-//! compare against, thousands of idle clients for the memory test, and the
-//! markdown report.
+//! compare against, thousands of idle clients for the memory test, a
+//! read/write-splitting router over a streaming replica, and the markdown
+//! report.
 //!
 //! CPU time per transaction is the headline next to TPS because the bench
 //! runs on a shared 2-core machine where pgbench, PostgreSQL and the pooler
@@ -13,3 +14,4 @@ pub mod pgbench;
 pub mod pgbouncer;
 pub mod procfs;
 pub mod report;
+pub mod split;

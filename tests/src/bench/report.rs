@@ -150,13 +150,72 @@ pub fn error_notes(rows: &[Row]) -> String {
     let mut out = String::new();
     for row in rows {
         for (name, cell) in [("direct", &row.direct), ("PgBouncer", &row.pgbouncer), ("router", &row.router)] {
-            let Cell::Runs(runs) = cell else { continue };
-            let mut reasons: Vec<&str> = runs.iter().filter_map(|r| r.as_ref().err()).map(|e| first_line(e)).collect();
-            reasons.dedup();
-            for reason in reasons {
-                let _ = writeln!(out, "- {name}, {}: {reason}", row.workload);
-            }
+            note_errors(&mut out, name, &row.workload, cell);
         }
+    }
+    out
+}
+
+fn note_errors(out: &mut String, target: &str, workload: &str, cell: &Cell) {
+    let Cell::Runs(runs) = cell else { return };
+    let mut reasons: Vec<&str> = runs.iter().filter_map(|r| r.as_ref().err()).map(|e| first_line(e)).collect();
+    reasons.dedup();
+    for reason in reasons {
+        let _ = writeln!(out, "- {target}, {workload}: {reason}");
+    }
+}
+
+/// One workload through the router on the primary alone and through the
+/// read/write-splitting router.
+pub struct SplitRow {
+    pub workload: String,
+    pub router: Cell,
+    pub split: Cell,
+}
+
+/// The read/write-split table: TPS of both routers, their ratio against
+/// `goal`, failures and CPU per transaction.
+pub fn split_table(rows: &[SplitRow], goal: f64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| workload | router TPS | split router TPS | split / router | goal ≥ {goal:.2}× \
+         | failed tx (router / split) | router CPU µs/tx | split router CPU µs/tx |"
+    );
+    out.push_str("|---|--:|--:|--:|:-:|:-:|--:|--:|\n");
+    for row in rows {
+        let verdict = match (row.split.placeholder(), row.split.median_tps(), row.router.median_tps()) {
+            (None, Some(s), Some(r)) if r > 0.0 => {
+                if s / r >= goal {
+                    "met"
+                } else {
+                    "not met"
+                }
+            }
+            _ => "–",
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {verdict} | {} / {} | {} | {} |",
+            row.workload,
+            row.router.tps_text(),
+            row.split.tps_text(),
+            ratio(&row.split, &row.router),
+            row.router.failed_text(),
+            row.split.failed_text(),
+            row.router.cpu_text(),
+            row.split.cpu_text(),
+        );
+    }
+    out
+}
+
+/// [`error_notes`] for the split table's router and split router cells.
+pub fn split_error_notes(rows: &[SplitRow]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        note_errors(&mut out, "router", &row.workload, &row.router);
+        note_errors(&mut out, "split router", &row.workload, &row.split);
     }
     out
 }
@@ -279,6 +338,20 @@ mod tests {
         let table = throughput_table(&rows);
         assert!(table.contains("| w | 200 | unsupported | 100 | unsupported | 0.50× |"), "{table}");
         assert!(error_notes(&rows).is_empty());
+    }
+
+    #[test]
+    fn split_table_shows_the_ratio_and_the_goal() {
+        let rows = [
+            SplitRow { workload: "a".into(), router: runs(&[100.0]), split: runs(&[96.0]) },
+            SplitRow { workload: "b".into(), router: runs(&[100.0]), split: runs(&[90.0]) },
+            SplitRow { workload: "c".into(), router: runs(&[100.0]), split: Cell::Runs(vec![Err("down".into())]) },
+        ];
+        let table = split_table(&rows, 0.95);
+        assert!(table.contains("| a | 100 | 96 | 0.96× | met | 0 / 0 |"), "{table}");
+        assert!(table.contains("| b | 100 | 90 | 0.90× | not met |"), "{table}");
+        assert!(table.contains("| c | 100 | error | error | – | 0 / err |"), "{table}");
+        assert_eq!(split_error_notes(&rows), "- split router, c: down\n");
     }
 
     #[test]

@@ -12,6 +12,12 @@
 //! a pooler adds to a single client, and the memory each pooler needs to
 //! hold 10,000 idle clients.
 //!
+//! Read/write splitting: the primary has a streaming replica, and a second
+//! router with `read_write_split = true` over both runs the select-only
+//! -c10 workloads (simple and extended) in the same rounds; a table compares
+//! it with the router on the primary alone, and its parse-cache hit rate
+//! and the share of queries its replica served are read from its metrics.
+//!
 //! CPU time per transaction is reported next to TPS because this runs on a
 //! shared 2-core box where pgbench, PostgreSQL and the pooler fight over the
 //! cores: TPS moves with scheduling noise, while the CPU a pooler spends per
@@ -30,7 +36,8 @@ use pgdog_tests::bench::idle;
 use pgdog_tests::bench::pgbench::{self, QueryMode, Script, Target, Workload};
 use pgdog_tests::bench::pgbouncer::{self, PgBouncer};
 use pgdog_tests::bench::procfs;
-use pgdog_tests::bench::report::{self, Cell, IdleNumbers, IdleResult, Row};
+use pgdog_tests::bench::report::{self, Cell, IdleNumbers, IdleResult, Row, SplitRow};
+use pgdog_tests::bench::split;
 use pgdog_tests::{free_port, pg_bin_dir, PgCluster, RouterProcess};
 
 /// `pgbench -i` scale factor: 1,000,000 accounts, about 150 MB.
@@ -49,7 +56,7 @@ const IDLE_CONCURRENCY: usize = 32;
 const USAGE: &str = "\
 usage: bench [--quick] [--rounds N] [--duration SECONDS] [--idle-clients N]
 
-  --quick             smoke run: 1 round of 3 s runs (about a minute)
+  --quick             smoke run: 1 round of 3 s runs (about a minute and a half)
   --rounds N          rounds of every workload on every target (default 3)
   --duration SECONDS  length of each pgbench run (default 6)
   --idle-clients N    idle clients held open for the memory test (default 10000)
@@ -155,8 +162,12 @@ fn workloads() -> Vec<Workload> {
     ]
 }
 
-/// Index of PgBouncer in the target list (direct, PgBouncer, router).
+/// Indexes in the target list (direct, PgBouncer, router, split router).
 const PGBOUNCER: usize = 1;
+const SPLIT: usize = 3;
+
+/// How long the replica may take to replay `pgbench -i`'s load.
+const REPLICA_CATCH_UP: Duration = Duration::from_secs(300);
 
 fn run(opts: &Options, router_bin: &Path) -> Result<(), String> {
     let started = Instant::now();
@@ -183,10 +194,12 @@ fn run(opts: &Options, router_bin: &Path) -> Result<(), String> {
     };
     let work_dir = tempfile::Builder::new().prefix("pgdog-bench-").tempdir().map_err(|e| e.to_string())?;
 
-    progress("starting PostgreSQL");
-    let cluster = PgCluster::start(false);
+    progress("starting PostgreSQL (primary and streaming replica)");
+    let cluster = PgCluster::start(true);
     progress(&format!("pgbench -i -s {SCALE}"));
     pgbench::initialize(cluster.primary_port, SCALE, work_dir.path())?;
+    progress("waiting for the replica to replay the load");
+    split::wait_caught_up(&cluster, REPLICA_CATCH_UP)?;
     let pg_version = cluster.psql_admin("SHOW server_version");
 
     let bouncer = match &bouncer_bin {
@@ -198,11 +211,18 @@ fn run(opts: &Options, router_bin: &Path) -> Result<(), String> {
     };
     progress("starting the router");
     let router = RouterProcess::start(&router_config(&cluster), &router_users());
+    progress("starting the read/write-splitting router");
+    let split_router = RouterProcess::start(&split::router_config(&cluster), &router_users());
 
     let mut targets: Vec<Option<Target>> =
         vec![Some(Target { name: "direct", port: cluster.primary_port, pooler_pid: None })];
     targets.push(bouncer.as_ref().map(|b| Target { name: "PgBouncer", port: b.port, pooler_pid: Some(b.pid()) }));
     targets.push(Some(Target { name: "router", port: router.port, pooler_pid: Some(router.child.id()) }));
+    targets.push(Some(Target {
+        name: "split router",
+        port: split_router.port,
+        pooler_pid: Some(split_router.child.id()),
+    }));
 
     println!("# pgdog-router benchmark");
     println!();
@@ -213,6 +233,11 @@ fn run(opts: &Options, router_bin: &Path) -> Result<(), String> {
         None => println!("- PgBouncer: not available, skipped"),
     }
     println!("- router: {} (release), workers = 1, transaction mode, max_pool_size 20, SCRAM", router_bin.display());
+    println!(
+        "- split router: the same binary and settings plus [query_routing] read_write_split = true over the primary \
+         and a streaming replica (max_pool_size 20 per host); select-only -c10 simple and extended only. The replica \
+         runs for the whole bench, replaying what the other targets' TPC-B runs write"
+    );
     println!(
         "- {} round(s) x {} s per run, pgbench -j 2 (-j 1 at one client), targets interleaved; tables show medians",
         opts.rounds, opts.duration
@@ -231,11 +256,11 @@ fn run(opts: &Options, router_bin: &Path) -> Result<(), String> {
     }
 
     let workloads = workloads();
-    let mut cells: Vec<[Cell; 3]> = workloads
+    let mut cells: Vec<[Cell; 4]> = workloads
         .iter()
         .map(|w| {
             std::array::from_fn(|t| {
-                if targets[t].is_none() {
+                if targets[t].is_none() || (t == SPLIT && !split::runs(w)) {
                     Cell::Skipped
                 } else if t == PGBOUNCER && w.mode == QueryMode::Prepared {
                     // PgBouncer 1.18 keeps no track of prepared statements
@@ -250,8 +275,9 @@ fn run(opts: &Options, router_bin: &Path) -> Result<(), String> {
 
     // CPU each pooler spends on one SCRAM client connection, measured once
     // per round; pgbench runs pay it once per client.
+    // (Not the split router: its logins are the router's.)
     let mut connection_cpu: Vec<(&str, Vec<Result<f64, String>>)> =
-        targets.iter().flatten().filter(|t| t.pooler_pid.is_some()).map(|t| (t.name, Vec::new())).collect();
+        targets[..SPLIT].iter().flatten().filter(|t| t.pooler_pid.is_some()).map(|t| (t.name, Vec::new())).collect();
 
     println!("## Raw runs");
     println!();
@@ -300,11 +326,15 @@ fn run(opts: &Options, router_bin: &Path) -> Result<(), String> {
         });
     }
 
-    let rows: Vec<Row> = workloads
-        .iter()
-        .zip(cells)
-        .map(|(w, [direct, pgbouncer, router])| Row { workload: w.label(), direct, pgbouncer, router })
-        .collect();
+    let split_figures = split::read_figures(split_router.metrics_port);
+    let mut split_rows = Vec::new();
+    let mut rows = Vec::new();
+    for (w, [direct, pgbouncer, router, split]) in workloads.iter().zip(cells) {
+        if split::runs(w) {
+            split_rows.push(SplitRow { workload: w.label(), router: router.clone(), split });
+        }
+        rows.push(Row { workload: w.label(), direct, pgbouncer, router });
+    }
 
     println!("## Throughput (median of {} round(s), {} s each)", opts.rounds, opts.duration);
     println!();
@@ -317,6 +347,35 @@ fn run(opts: &Options, router_bin: &Path) -> Result<(), String> {
         print!("{notes}");
         println!();
     }
+    println!("## Read/write splitting (select-only, -c10; split router over primary + replica)");
+    println!();
+    print!("{}", report::split_table(&split_rows, split::GOAL));
+    println!();
+    let notes = report::split_error_notes(&split_rows);
+    if !notes.is_empty() {
+        println!("Errors:");
+        println!();
+        print!("{notes}");
+        println!();
+    }
+    match &split_figures {
+        Ok(f) => {
+            let percent = |x: Option<f64>| x.map_or_else(|| "–".to_string(), |x| format!("{:.2}%", x * 100.0));
+            println!(
+                "Split router, whole bench (warm-up included): parse cache {:.0} hits, {:.0} misses, hit rate {}, \
+                 {:.0} shapes cached; transactions served by the replica {} ({:.0} of {:.0} checkouts).",
+                f.cache_hits,
+                f.cache_misses,
+                percent(f.hit_rate()),
+                f.cache_entries,
+                percent(f.replica_share()),
+                f.replica_checkouts,
+                f.primary_checkouts + f.replica_checkouts
+            );
+        }
+        Err(e) => println!("Split router figures unavailable: {e}"),
+    }
+    println!();
     println!("## Single-client latency (select-only simple, -c1)");
     println!();
     print!("{}", report::latency_table(&rows[0]));
@@ -336,6 +395,7 @@ fn run(opts: &Options, router_bin: &Path) -> Result<(), String> {
     );
 
     // Stop the poolers before the cluster they point at.
+    drop(split_router);
     drop(router);
     drop(bouncer);
     drop(cluster);
@@ -355,7 +415,7 @@ fn progress(what: &str) {
 }
 
 fn raw_line(round: u32, workload: &Workload, target: &str, result: &Result<pgbench::RunResult, String>) -> String {
-    let head = format!("round {round}  {:<28} {:<10}", workload.label(), target);
+    let head = format!("round {round}  {:<28} {:<12}", workload.label(), target);
     match result {
         Ok(r) => {
             let cpu = r.cpu_us_per_tx.map_or_else(|| "-".to_string(), |us| format!("{us:.1} µs/tx"));

@@ -358,6 +358,36 @@ fn long_shapes_are_not_cached() {
     assert_eq!(c.hit_rate(), (0, 2));
 }
 
+#[test]
+fn counters_outlive_a_rebuilt_classifier() {
+    let block = Arc::new(CacheCounters::default());
+    let mut old = Classifier::with_counters(8, &[], block.clone());
+    for i in 0..3 {
+        old.classify(format!("SELECT c{i} FROM t WHERE id = 1").as_bytes());
+    }
+    old.classify(b"SELECT c0 FROM t WHERE id = 2");
+    let figures = block.figures();
+    assert_eq!(figures, CacheFigures { hits: 1, misses: 3, entries: 3, capacity: 8 });
+    assert_eq!(figures.hit_rate(), Some(0.25));
+
+    // A reload's new classifier joins the block; a session may still use
+    // the old one until it ends.
+    let mut new = Classifier::with_counters(4, &[], block.clone());
+    new.classify(b"SELECT 1");
+    new.classify(b"SELECT 2");
+    assert_eq!(block.figures(), CacheFigures { hits: 2, misses: 4, entries: 4, capacity: 12 });
+    assert_eq!(new.hit_rate(), (2, 4));
+    // The old one's shapes and room go with it; the counts stay.
+    drop(old);
+    assert_eq!(block.figures(), CacheFigures { hits: 2, misses: 4, entries: 1, capacity: 4 });
+    // Replacing a full cache's entries does not add to them.
+    for i in 0..20 {
+        new.classify(format!("SELECT c{i} FROM u").as_bytes());
+    }
+    assert_eq!(block.figures().entries, 4);
+    assert_eq!(CacheFigures::default().hit_rate(), None);
+}
+
 fn facts(txn: Option<Txn>, pinned: Option<Target>, force_replica: bool, sticky: bool) -> SessionFacts {
     SessionFacts { txn, pinned, force_replica, sticky_transactions: sticky }
 }
