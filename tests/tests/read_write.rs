@@ -94,6 +94,15 @@ async fn reads_go_to_the_replica_and_writes_to_the_primary() {
         assert!(!w.get::<_, bool>(0), "prepared write on the primary");
     }
 
+    // The replica's pool counts the reads it served (not the login pool).
+    let metrics = pgdog_tests::http_get(router.metrics_port, "/metrics", &[]).body;
+    let replica_queries: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("orochi_pgdog_queries_total{") && l.contains("role=\"replica\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(replica_queries >= 7.0, "replica queries_total {replica_queries}\n{metrics}");
+
     // Writes and transactions on the primary.
     assert_eq!(where_simple(&app, "INSERT INTO rw_app.t (v) VALUES (1) RETURNING pg_is_in_recovery()").await, "f");
     assert_eq!(

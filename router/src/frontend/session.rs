@@ -160,6 +160,9 @@ pub struct Session {
     /// On a replica, the client's next request must go elsewhere: it is
     /// held until the replica's replies are through, then routed afresh.
     reroute: bool,
+    /// The request at the front was routed to a replica by
+    /// `route_request`, so its first message needs no second look.
+    just_routed: bool,
     /// ReadyForQuery messages still owed to the client.
     pending: u32,
     /// Extended-protocol messages sent since the last Sync.
@@ -240,6 +243,7 @@ impl Session {
             state: SessionState::new(params.clone()),
             split: None,
             on_replica: false,
+            just_routed: false,
             reroute: false,
             pending: 0,
             unsynced: false,
@@ -392,6 +396,9 @@ impl Session {
             Choice::Replica(pool) => {
                 self.pool = pool;
                 self.on_replica = true;
+                // Its first message was just classified: scanning it must
+                // not ask again.
+                self.just_routed = true;
             }
             Choice::ReadOnly => {
                 let message = ReadOnlyViolation.to_string();
@@ -470,6 +477,8 @@ impl Session {
     /// Serves requests on a bound server until it can be released (session
     /// mode: until the session ends). Returns whether the session goes on.
     async fn serve(&mut self, mut server: Server) -> bool {
+        // A request served by a replica (or a promoted host) counts there.
+        self.stats.follow(self.pool.share());
         self.stats.client_active(); // ops: SHOW CLIENTS
         if let Some(addr) = server.peer() {
             let changed = self.cancel_addr != Some(addr);

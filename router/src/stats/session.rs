@@ -49,6 +49,15 @@ impl SessionStats {
         }
     }
 
+    /// Counts from now on in `share`: the pool serving the client's next
+    /// request, when read/write splitting or a failover moved it.
+    #[inline]
+    pub fn follow(&mut self, share: &Arc<WorkerShare>) {
+        if !Arc::ptr_eq(&self.share, share) {
+            self.share = share.clone();
+        }
+    }
+
     /// For SHOW CLIENTS: no server bound, no request waiting for one.
     #[inline]
     pub fn client_idle(&mut self) {

@@ -85,7 +85,8 @@ impl Session {
                     // Inside a transaction on the replica, everything goes
                     // there (the replica refuses writes in it itself).
                     let in_txn = self.pending == 0 && server.status != b'I';
-                    if self.on_replica && !self.unsynced && !in_txn && self.needs_primary(tag, pos, len) {
+                    let routed = std::mem::take(&mut self.just_routed);
+                    if self.on_replica && !self.unsynced && !in_txn && !routed && self.needs_primary(tag, pos, len) {
                         // Held back until the replica's replies are through,
                         // then routed afresh (the release below).
                         self.reroute = true;
