@@ -340,10 +340,16 @@ pub struct Worker {
 /// Shutdown as one worker's sessions see it: a flag to check for free and a
 /// notification to wait on. The worker's listener sets it when the
 /// process-wide token is cancelled.
+///
+/// Single-threaded on purpose: every idle client waits on it between two
+/// requests, so registering a waiter must cost a few instructions, not the
+/// lock and reference counting of a thread-safe `Notify`.
 #[derive(Default)]
 pub struct StopSignal {
     stopped: Cell<bool>,
-    notify: Arc<tokio::sync::Notify>,
+    /// Wakers of pending waits; a slot is reused once its wait is dropped.
+    waiters: RefCell<Vec<Option<std::task::Waker>>>,
+    free: RefCell<Vec<usize>>,
 }
 
 impl StopSignal {
@@ -353,12 +359,64 @@ impl StopSignal {
 
     pub fn trigger(&self) {
         self.stopped.set(true);
-        self.notify.notify_waiters();
+        let wakers: Vec<_> = self.waiters.borrow_mut().iter_mut().filter_map(Option::take).collect();
+        for waker in wakers {
+            waker.wake();
+        }
     }
 
-    /// Resolves at the next `trigger`; check `is_stopped` first.
-    pub fn wait(&self) -> tokio::sync::futures::OwnedNotified {
-        self.notify.clone().notified_owned()
+    /// Resolves once `trigger` has run (at once if it already has).
+    pub fn wait(self: &Rc<Self>) -> StopWait {
+        StopWait { signal: self.clone(), slot: None }
+    }
+}
+
+/// A wait for [`StopSignal::trigger`].
+pub struct StopWait {
+    signal: Rc<StopSignal>,
+    slot: Option<usize>,
+}
+
+impl std::future::Future for StopWait {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.signal.stopped.get() {
+            return std::task::Poll::Ready(());
+        }
+        let this = &mut *self;
+        let mut waiters = this.signal.waiters.borrow_mut();
+        match this.slot {
+            Some(slot) => match &mut waiters[slot] {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                other => *other = Some(cx.waker().clone()),
+            },
+            None => {
+                let slot = match this.signal.free.borrow_mut().pop() {
+                    Some(slot) => {
+                        waiters[slot] = Some(cx.waker().clone());
+                        slot
+                    }
+                    None => {
+                        waiters.push(Some(cx.waker().clone()));
+                        waiters.len() - 1
+                    }
+                };
+                this.slot = Some(slot);
+            }
+        }
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for StopWait {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            if let Some(w) = self.signal.waiters.borrow_mut().get_mut(slot) {
+                *w = None;
+            }
+            self.signal.free.borrow_mut().push(slot);
+        }
     }
 }
 
@@ -490,7 +548,12 @@ pub fn run(
                 stop: Rc::new(StopSignal::default()),
                 classifier: RefCell::new(None),
             });
-            local.block_on(&rt, listener::serve(worker, socket));
+            // The listener is a task of its own: `block_on` polls its
+            // future every time any task of the set wakes, so that future
+            // must be cheap to poll. A JoinHandle is; an accept loop
+            // selecting on a cancellation token (a mutex) is not.
+            let serving = local.spawn_local(listener::serve(worker, socket));
+            let _ = local.block_on(&rt, serving);
         });
         match handle {
             Ok(h) => threads.push(h),
@@ -568,5 +631,31 @@ async fn handle_signals(shared: Arc<Shared>, signals: Signals, shutdown_timeout:
     if left > 0 {
         tracing::warn!(clients = left, "shutdown timeout reached; closing remaining clients");
         std::process::exit(0);
+    }
+}
+
+#[cfg(test)]
+mod stop_tests {
+    use super::*;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    #[test]
+    fn waits_wake_once_triggered_and_slots_are_reused() {
+        let signal = Rc::new(StopSignal::default());
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut a = signal.wait();
+        let mut b = signal.wait();
+        assert_eq!(std::pin::Pin::new(&mut a).poll(&mut cx), Poll::Pending);
+        assert_eq!(std::pin::Pin::new(&mut b).poll(&mut cx), Poll::Pending);
+        drop(b);
+        let mut c = signal.wait();
+        assert_eq!(std::pin::Pin::new(&mut c).poll(&mut cx), Poll::Pending);
+        assert_eq!(signal.waiters.borrow().len(), 2, "the dropped wait's slot was reused");
+        signal.trigger();
+        assert_eq!(std::pin::Pin::new(&mut a).poll(&mut cx), Poll::Ready(()));
+        assert_eq!(std::pin::Pin::new(&mut c).poll(&mut cx), Poll::Ready(()));
+        let mut late = signal.wait();
+        assert_eq!(std::pin::Pin::new(&mut late).poll(&mut cx), Poll::Ready(()));
     }
 }

@@ -32,6 +32,11 @@ use std::net::{Ipv4Addr, TcpStream};
 use std::time::{Duration, Instant};
 
 pub use cluster::{shared_cluster, PgCluster};
+
+/// A `pg_stat_activity` condition that leaves out the router's health-check
+/// connections (one per host of a database with more than one host, outside
+/// the pools), for tests that count pooled server connections.
+pub const NOT_HEALTH_CHECK: &str = "application_name <> 'pgdog-router health check'";
 pub use http::{http, http_get, HttpResponse};
 pub use pgbench::{pgbench_summary, pgbench_transcript, PgbenchSummary};
 pub use ports::free_port;

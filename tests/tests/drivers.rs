@@ -93,8 +93,9 @@ impl DriverRouter {
     /// Server connections of this role on the primary.
     fn server_connections(&self) -> usize {
         let count = shared_cluster().psql_admin(&format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND backend_type = 'client backend'",
-            self.role
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND backend_type = 'client backend' AND {}",
+            self.role,
+            pgdog_tests::NOT_HEALTH_CHECK
         ));
         count.parse().unwrap_or_else(|e| panic!("count of backends {count:?}: {e}"))
     }

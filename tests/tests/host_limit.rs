@@ -47,7 +47,13 @@ async fn host_cap_holds_across_pools() {
         }
         while !clients.is_empty() {
             let row = admin
-                .query_one("SELECT count(*) FROM pg_stat_activity WHERE usename IN ('cap_a', 'cap_b')", &[])
+                .query_one(
+                    &format!(
+                        "SELECT count(*) FROM pg_stat_activity WHERE usename IN ('cap_a', 'cap_b') AND {}",
+                        pgdog_tests::NOT_HEALTH_CHECK
+                    ),
+                    &[],
+                )
                 .await
                 .expect("count server connections");
             most = most.max(row.get::<_, i64>(0) as usize);

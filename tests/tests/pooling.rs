@@ -118,7 +118,8 @@ impl Pooler {
 fn count_backends(cluster: &PgCluster, role: &str, state: Option<&str>) -> usize {
     let filter = state.map(|s| format!(" AND state = '{s}'")).unwrap_or_default();
     let count = cluster.psql_admin(&format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}' AND backend_type = 'client backend'{filter}"
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}' AND backend_type = 'client backend' AND {}{filter}",
+        pgdog_tests::NOT_HEALTH_CHECK
     ));
     count.parse().unwrap_or_else(|e| panic!("count of backends {count:?}: {e}"))
 }

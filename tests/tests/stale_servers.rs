@@ -10,7 +10,13 @@ use tokio::task::JoinSet;
 /// Server connections of `stale_u` PostgreSQL sees, or -1 on error.
 async fn count(admin: &tokio_postgres::Client) -> i64 {
     admin
-        .query_one("SELECT count(*) FROM pg_stat_activity WHERE usename = 'stale_u'", &[])
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'stale_u' AND {}",
+                pgdog_tests::NOT_HEALTH_CHECK
+            ),
+            &[],
+        )
         .await
         .map(|r| r.get::<_, i64>(0))
         .unwrap_or(-1)

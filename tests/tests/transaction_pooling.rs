@@ -61,8 +61,9 @@ impl Setup {
     /// Server connections of this test's role.
     fn backends(&self) -> usize {
         let n = shared_cluster().psql_admin(&format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND backend_type = 'client backend'",
-            self.name
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND backend_type = 'client backend' AND {}",
+            self.name,
+            pgdog_tests::NOT_HEALTH_CHECK
         ));
         n.parse().unwrap_or(usize::MAX)
     }

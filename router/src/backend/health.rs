@@ -66,6 +66,10 @@ pub fn lag_ms(replayed: Option<u64>, primary: Option<u64>, replay_age_ms: Option
     replay_age_ms.map(|age| age.max(0) as u64)
 }
 
+/// `application_name` of the monitor's connections: one per checked host,
+/// outside the pools (not counted in `max_pool_size`).
+pub const APPLICATION_NAME: &str = "pgdog-router health check";
+
 /// Which host of which database a check is for.
 type HostKey = (String, String, u16);
 
@@ -277,10 +281,15 @@ async fn check(pool: &PoolShared, kept: Option<Server>, timeout: Duration) -> (O
                 return (None, Err("connect settings unavailable".into()));
             };
             options.timeout = timeout;
-            match Server::connect(&pool.target, password.as_deref(), &options).await {
+            let mut server = match Server::connect(&pool.target, password.as_deref(), &options).await {
                 Ok(s) => s,
                 Err(e) => return (None, Err(e.to_string())),
+            };
+            // Operators (and pg_stat_activity) can tell it from pooled connections.
+            if let Err(e) = server.execute(&format!("SET application_name = '{APPLICATION_NAME}'")).await {
+                return (None, Err(e.to_string()));
             }
+            server
         }
     };
     match sample(&mut server).await {

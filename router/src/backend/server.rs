@@ -350,8 +350,8 @@ impl Server {
     /// within `check_delay`, and nothing arrived from the server since (no
     /// bytes buffered, the socket not readable). Costs no system call: the
     /// event loop already knows whether the socket turned readable.
-    pub fn ready_without_check(&self, check_delay: std::time::Duration) -> bool {
-        if self.last_used.elapsed() >= check_delay || !self.buf.is_empty() {
+    pub fn ready_without_check(&self, check_delay: std::time::Duration, now: Instant) -> bool {
+        if now.saturating_duration_since(self.last_used) >= check_delay || !self.buf.is_empty() {
             return false;
         }
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());

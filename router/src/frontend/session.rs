@@ -13,11 +13,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::futures::OwnedNotified;
 
 use crate::backend::params::StartupParams;
 use crate::backend::pool::{Pool, PoolError};
@@ -70,6 +69,11 @@ fn take_buffer() -> BytesMut {
 
 fn give_buffer(mut buf: BytesMut) {
     buf.clear();
+    // Forwarding advances the buffer's start through its allocation, which
+    // shrinks `capacity()`; an empty buffer that is the only owner of its
+    // allocation gets all of it back here without copying or allocating.
+    // Without this, every request would free one buffer and allocate another.
+    buf.reserve(READ_CHUNK);
     if buf.capacity() < READ_CHUNK || buf.capacity() > 4 * READ_CHUNK {
         return;
     }
@@ -174,7 +178,7 @@ pub struct Session {
     idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     stop: Rc<StopSignal>,
     /// Session mode waits on this inside the pump, to end at the next idle point.
-    stop_wait: Option<Pin<Box<OwnedNotified>>>,
+    stop_wait: Option<crate::runtime::StopWait>,
     shutting_down: bool,
     /// The client believes it is in a failed transaction whose server was
     /// lost; the router answers until the client ends it.
@@ -279,10 +283,12 @@ impl Session {
     /// session mode.
     ///
     /// What an idle client costs is the size of this future while it waits
-    /// in `wait_for_request`: so the work of one request (checkout, pump,
-    /// faults) runs in a boxed future that exists only while a request is
-    /// being served. One small allocation per request buys idle clients a
-    /// few hundred bytes instead of kilobytes.
+    /// in `wait_for_request`. The common request — a server idle on this
+    /// worker, already carrying the client's settings — is served inline
+    /// (`serve` holds little more than the `Server`), so it costs no
+    /// allocation; the rest of the work of a request (waiting for a
+    /// checkout, applying settings, refusals) runs in a boxed future that
+    /// exists only while needed, keeping idle clients at a few hundred bytes.
     pub async fn run(&mut self, bound: Option<Box<Server>>) {
         if let Some(server) = bound {
             if !Box::pin(self.serve(*server)).await {
@@ -290,25 +296,37 @@ impl Session {
             }
         }
         while self.wait_for_request().await {
-            if !Box::pin(self.serve_request()).await {
+            let alive = match self.route() {
+                Err((code, message)) => {
+                    Box::pin(self.refuse_request(code, message)).await;
+                    true
+                }
+                Ok(()) => {
+                    // One reading of the clock times the request and
+                    // checks the idle connection.
+                    let now = Instant::now();
+                    match self.pool.checkout_now_at(now) {
+                        Some(server) if server.applied == self.params => {
+                            self.stats.request_starts(now);
+                            self.serve(server).await
+                        }
+                        ready => Box::pin(self.bind_and_serve(ready)).await,
+                    }
+                }
+            };
+            if !alive {
                 return;
             }
         }
     }
 
-    /// Binds a server for the request the client sent and serves it.
-    async fn serve_request(&mut self) -> bool {
-        if self.split.is_some() && !self.route_request().await {
-            return true;
+    /// The slow path of a request: a checkout that may wait, or a server
+    /// that needs the client's settings applied first.
+    async fn bind_and_serve(&mut self, ready: Option<Server>) -> bool {
+        match self.bind(ready).await {
+            Some(server) => self.serve(server).await,
+            None => true,
         }
-        let server = match self.pool.checkout_now() {
-            Some(server) if server.applied == self.params => server,
-            ready => match self.bind(ready).await {
-                Some(s) => s,
-                None => return true,
-            },
-        };
-        self.serve(server).await
     }
 
     /// Waits, with no server bound, until the client sends a request that
@@ -344,6 +362,7 @@ impl Session {
                 // longer shows, so TLS sessions keep theirs.)
                 give_buffer(std::mem::take(&mut self.cbuf));
                 let ready = tokio::select! {
+                    biased;
                     r = self.client.tcp().readable() => r,
                     _ = self.stop.wait() => { self.shutting_down = true; continue; }
                 };
@@ -356,6 +375,9 @@ impl Session {
                 self.cbuf.reserve(READ_CHUNK);
             }
             let read = tokio::select! {
+                // The read first: it is usually ready, and then the stop
+                // wait is never even registered.
+                biased;
                 r = tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.cbuf) => r,
                 _ = self.stop.wait() => { self.shutting_down = true; continue; }
             };
@@ -367,55 +389,45 @@ impl Session {
     }
 
     /// Read/write splitting and failover: points `self.pool` at the pool
-    /// that serves the request at the front of the client's buffer. Returns false when the
-    /// request was refused (a write by a replica-only user).
-    async fn route_request(&mut self) -> bool {
-        let choice = {
-            let Session { split, cbuf, statements, pool, on_replica, .. } = self;
-            let Some(split) = split.as_mut() else { return true };
-            if !split.splits_reads() {
-                // Only failover matters: one atomic load while the writer
-                // stays where it was.
-                if !pool.shared.is_writer() {
-                    *pool = split.primary().clone();
-                }
-                *on_replica = false;
-                return true;
+    /// that serves the request at the front of the client's buffer. Err:
+    /// the request is refused (SQLSTATE and message), e.g. a write by a
+    /// replica-only user. Without a Splitter (one host) there is nothing
+    /// to decide.
+    fn route(&mut self) -> Result<(), (&'static str, &'static str)> {
+        let Session { split, cbuf, statements, pool, on_replica, just_routed, .. } = self;
+        let Some(split) = split.as_mut() else { return Ok(()) };
+        if !split.splits_reads() {
+            // Only failover matters: one atomic load while the writer
+            // stays where it was.
+            if !pool.shared.is_writer() {
+                *pool = split.primary().clone();
             }
-            let texts = request_texts(cbuf, statements);
-            let decision = split.decide(texts.iter().copied());
-            split.choose(decision.as_ref())
-        };
-        match choice {
+            *on_replica = false;
+            return Ok(());
+        }
+        let texts = request_texts(cbuf, statements);
+        let decision = split.decide(texts.iter().copied());
+        match split.choose(decision.as_ref()) {
             Choice::Primary => {
-                if let Some(split) = &self.split {
-                    self.pool = split.primary().clone();
-                }
-                self.on_replica = false;
+                *pool = split.primary().clone();
+                *on_replica = false;
+                Ok(())
             }
-            Choice::Replica(pool) => {
-                self.pool = pool;
-                self.on_replica = true;
+            Choice::Replica(replica) => {
+                *pool = replica;
+                *on_replica = true;
                 // Its first message was just classified: scanning it must
                 // not ask again.
-                self.just_routed = true;
+                *just_routed = true;
+                Ok(())
             }
-            Choice::ReadOnly => {
-                let message = ReadOnlyViolation.to_string();
-                self.refuse_request(ReadOnlyViolation::SQLSTATE, &message).await;
-                return false;
-            }
-            Choice::NoReplica => {
-                self.refuse_request(sqlstate::CONNECTION_FAILURE, super::read_write::NO_REPLICA).await;
-                return false;
-            }
-            Choice::InvalidRole => {
-                let message = "invalid value for pgdog.role: expected primary, replica or auto";
-                self.refuse_request(sqlstate::INVALID_PARAMETER_VALUE, message).await;
-                return false;
-            }
+            Choice::ReadOnly => Err((ReadOnlyViolation::SQLSTATE, ReadOnlyViolation::MESSAGE)),
+            Choice::NoReplica => Err((sqlstate::CONNECTION_FAILURE, super::read_write::NO_REPLICA)),
+            Choice::InvalidRole => Err((
+                sqlstate::INVALID_PARAMETER_VALUE,
+                "invalid value for pgdog.role: expected primary, replica or auto",
+            )),
         }
-        true
     }
 
     /// Checks out a server and prepares it for this client. On failure the
@@ -499,8 +511,12 @@ impl Session {
             self.cancel.slot.clear();
             if self.state.needs_sync() {
                 Box::pin(self.sync_state(&mut server)).await;
+                self.pool.checkin(server);
+            } else {
+                // The ReadyForQuery that released it was just timed.
+                let now = self.stats.last_ready().unwrap_or_else(Instant::now);
+                self.pool.checkin_at(server, now);
             }
-            self.pool.checkin(server);
             return true;
         }
         Box::pin(self.conclude(outcome, server)).await
@@ -799,6 +815,10 @@ impl Session {
     /// The forwarding loop. Returns when the server can be released or
     /// something ends the binding.
     fn poll_pump(&mut self, server: &mut Server, cx: &mut Context<'_>) -> Poll<Outcome> {
+        // A socket that said Pending stays so until this task yields (the
+        // event loop records readiness only between polls), and its waker
+        // is registered: asking it again in this poll would only cost.
+        let mut blocked = Blocked::default();
         loop {
             let mut progress = false;
 
@@ -808,7 +828,7 @@ impl Session {
                     return Poll::Ready(Outcome::ClientProtocol(e));
                 }
             }
-            if self.c_out_pos < self.c_out.len() {
+            if self.c_out_pos < self.c_out.len() && !blocked.server_write {
                 match Pin::new(&mut server.stream).poll_write(cx, &self.c_out[self.c_out_pos..]) {
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(self.server_gone(Some("server closed the connection".into())))
@@ -820,7 +840,7 @@ impl Session {
                         self.idle_timer = None;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(self.server_gone(Some(e.to_string()))),
-                    Poll::Pending => {}
+                    Poll::Pending => blocked.server_write = true,
                 }
             }
             if self.c_out_pos == self.c_out.len() && self.c_consumed > 0 {
@@ -831,7 +851,7 @@ impl Session {
                 self.cbuf.advance(self.c_consumed);
                 self.c_consumed = 0;
             }
-            if self.c_ready > 0 {
+            if self.c_ready > 0 && !blocked.server_write {
                 match Pin::new(&mut server.stream).poll_write(cx, &self.cbuf[..self.c_ready]) {
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(self.server_gone(Some("server closed the connection".into())))
@@ -844,7 +864,7 @@ impl Session {
                         self.idle_timer = None;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(self.server_gone(Some(e.to_string()))),
-                    Poll::Pending => {}
+                    Poll::Pending => blocked.server_write = true,
                 }
             }
             if self.c_ready == 0 && self.c_consumed == 0 && self.c_drop > 0 {
@@ -862,7 +882,7 @@ impl Session {
                     Err(e) => return Poll::Ready(Outcome::ServerProtocol(e)),
                 }
             }
-            if self.s_out_pos < self.s_out.len() {
+            if self.s_out_pos < self.s_out.len() && !blocked.client_write {
                 match Pin::new(&mut self.client).poll_write(cx, &self.s_out[self.s_out_pos..]) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Outcome::ClientGone),
                     Poll::Ready(Ok(n)) => {
@@ -870,7 +890,7 @@ impl Session {
                         self.s_out_pos += n;
                         progress = true;
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => blocked.client_write = true,
                 }
             }
             if self.s_assembling && self.s_out_pos == self.s_out.len() {
@@ -880,7 +900,7 @@ impl Session {
                 self.s_consumed = 0;
                 self.s_assembling = false;
             }
-            if self.s_ready > 0 {
+            if self.s_ready > 0 && !blocked.client_write {
                 match Pin::new(&mut self.client).poll_write(cx, &server.buf[..self.s_ready]) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Outcome::ClientGone),
                     Poll::Ready(Ok(n)) => {
@@ -889,7 +909,7 @@ impl Session {
                         self.s_ready -= n;
                         progress = true;
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => blocked.client_write = true,
                 }
             }
             if self.s_ready == 0 && !self.s_assembling && self.s_drop > 0 {
@@ -910,22 +930,22 @@ impl Session {
             }
 
             // Reads.
-            if self.client_idle_to_scan() {
+            if self.client_idle_to_scan() && !blocked.client_read {
                 match poll_read_into(&mut self.client, &mut self.cbuf, cx) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Outcome::ClientGone),
                     Poll::Ready(Ok(_)) => {
                         progress = true;
                         self.idle_timer = None;
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => blocked.client_read = true,
                 }
             }
-            if self.server_idle_to_scan() {
+            if self.server_idle_to_scan() && !blocked.server_read {
                 match poll_read_into(&mut server.stream, &mut server.buf, cx) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(self.server_gone(None)),
                     Poll::Ready(Err(e)) => return Poll::Ready(self.server_gone(Some(e.to_string()))),
                     Poll::Ready(Ok(_)) => progress = true,
-                    Poll::Pending => {}
+                    Poll::Pending => blocked.server_read = true,
                 }
             }
             if progress {
@@ -962,13 +982,22 @@ impl Session {
             return true;
         }
         let stop = &self.stop;
-        let wait = self.stop_wait.get_or_insert_with(|| Box::pin(stop.wait()));
-        wait.as_mut().poll(cx).is_ready()
+        let wait = self.stop_wait.get_or_insert_with(|| stop.wait());
+        Pin::new(wait).poll(cx).is_ready()
     }
 
     fn server_gone(&mut self, error: Option<String>) -> Outcome {
         Outcome::ServerGone { fatal: self.fatal.take(), error }
     }
+}
+
+/// Which directions of a pump said Pending during one poll.
+#[derive(Default)]
+struct Blocked {
+    client_read: bool,
+    client_write: bool,
+    server_read: bool,
+    server_write: bool,
 }
 
 /// Reads what the socket has into the spare capacity of `buf`.

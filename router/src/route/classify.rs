@@ -270,11 +270,12 @@ pub struct SessionFacts {
 
 /// A write by a replica-only user: SQLSTATE 25006 (read_only_sql_transaction).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("cannot execute a write statement: this user may only use replicas")]
+#[error("{}", ReadOnlyViolation::MESSAGE)]
 pub struct ReadOnlyViolation;
 
 impl ReadOnlyViolation {
     pub const SQLSTATE: &'static str = "25006";
+    pub const MESSAGE: &'static str = "cannot execute a write statement: this user may only use replicas";
 }
 
 /// Where a statement goes. In order:

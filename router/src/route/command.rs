@@ -148,14 +148,21 @@ pub fn commands(sql: &[u8]) -> Commands<'_> {
 /// advisory-lock call), a first keyword that only starts plain statements,
 /// and for SELECT and WITH no `temp` anywhere (so no `SELECT ... INTO TEMP`).
 pub fn is_plain(sql: &[u8]) -> bool {
-    let end = memchr::memchr(0, sql).unwrap_or(sql.len());
-    let sql = &sql[..end];
-    let end = match memchr::memchr(b';', sql) {
-        // A trailing `;` (pgbench and many drivers end every query with
-        // one) ends the only statement; any other may start a second.
-        Some(i) if sql[i + 1..].iter().all(|c| c.is_ascii_whitespace()) => i,
-        Some(_) => return false,
-        None => sql.len(),
+    // One scan for the end of the text (its NUL) and for a `;`.
+    let (sql, end) = match memchr::memchr2(0, b';', sql) {
+        None => (sql, sql.len()),
+        Some(i) if sql[i] == 0 => (&sql[..i], i),
+        Some(i) => {
+            let rest = &sql[i + 1..];
+            let text_end = i + 1 + memchr::memchr(0, rest).unwrap_or(rest.len());
+            // A trailing `;` (pgbench and many drivers end every query
+            // with one) ends the only statement; any other may start a
+            // second.
+            if !sql[i + 1..text_end].iter().all(|c| c.is_ascii_whitespace()) {
+                return false;
+            }
+            (&sql[..text_end], i)
+        }
     };
     if contains_ignore_case(sql, b'v', b"advisory", 2) {
         return false;

@@ -30,6 +30,8 @@ pub struct SessionStats {
     /// The request about to be forwarded already has its start time (it
     /// waited for a server): its first message does not restamp it.
     stamped: bool,
+    /// The clock at the last ReadyForQuery.
+    last_ready: Option<Instant>,
 }
 
 struct QueryLog {
@@ -46,6 +48,7 @@ impl SessionStats {
             log: log_pool.map(|pool| Box::new(QueryLog { pool, texts: VecDeque::new() })),
             activity,
             stamped: false,
+            last_ready: None,
         }
     }
 
@@ -79,6 +82,32 @@ impl SessionStats {
         self.stamped = true;
     }
 
+    /// A request is about to be served on a server that was ready at once:
+    /// its clocks start at `now`, the reading the checkout used.
+    #[inline]
+    pub fn request_starts(&mut self, now: Instant) {
+        if self.query_start.is_none() {
+            self.stamp(now);
+        }
+    }
+
+    fn stamp(&mut self, now: Instant) {
+        if !std::mem::take(&mut self.stamped) {
+            self.activity.request_started(now);
+        }
+        self.query_start = Some(now);
+        if self.xact_start.is_none() {
+            self.xact_start = Some(now);
+        }
+    }
+
+    /// When the last ReadyForQuery was timed: a reading of the clock for
+    /// the server's check-in right after it.
+    #[inline]
+    pub fn last_ready(&self) -> Option<Instant> {
+        self.last_ready
+    }
+
     /// A client message starts (`bytes` is what of it is buffered, header
     /// included). Requests start the clocks; with logging on, Query and
     /// Parse texts are kept for the log line.
@@ -88,14 +117,7 @@ impl SessionStats {
             return;
         }
         if self.query_start.is_none() {
-            let now = Instant::now();
-            if !std::mem::take(&mut self.stamped) {
-                self.activity.request_started(now);
-            }
-            self.query_start = Some(now);
-            if self.xact_start.is_none() {
-                self.xact_start = Some(now);
-            }
+            self.stamp(Instant::now());
         }
         if let Some(log) = self.log.as_mut() {
             log.capture(tag, bytes);
@@ -107,6 +129,7 @@ impl SessionStats {
     #[inline]
     pub fn on_ready(&mut self, status: u8, pending: u32, server_pid: i32) {
         let now = Instant::now();
+        self.last_ready = Some(now);
         let stats = &self.share.stats;
         if let Some(start) = self.query_start.take() {
             let us = now.saturating_duration_since(start).as_micros() as u64;

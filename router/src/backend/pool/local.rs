@@ -213,6 +213,11 @@ impl Pool {
     /// has waited longer on another worker. None sends the caller to
     /// [`checkout`](Self::checkout).
     pub fn checkout_now(&self) -> Option<Server> {
+        self.checkout_now_at(Instant::now())
+    }
+
+    /// [`checkout_now`](Self::checkout_now) with the caller's reading of the clock.
+    pub fn checkout_now_at(&self, now: Instant) -> Option<Server> {
         self.refresh();
         if self.local.borrow().paused || !self.waiters.borrow().is_empty() || self.fairer_peer(None).is_some() {
             return None;
@@ -220,7 +225,7 @@ impl Pool {
         let fresh = {
             let idle = self.idle.borrow();
             let check_delay = self.local.borrow().check_delay;
-            idle.last().is_some_and(|s| s.ready_without_check(check_delay) && !self.outdated(s))
+            idle.last().is_some_and(|s| s.ready_without_check(check_delay, now) && !self.outdated(s))
         };
         if !fresh {
             return None;
@@ -240,7 +245,7 @@ impl Pool {
                 self.discard(server);
                 continue;
             }
-            if server.ready_without_check(self.local.borrow().check_delay) {
+            if server.ready_without_check(self.local.borrow().check_delay, Instant::now()) {
                 return Some(server);
             }
             // Long idle, or the server spoke while idle (a FATAL before it
@@ -266,7 +271,7 @@ impl Pool {
                 let result = pool.open().await;
                 pool.opening.set(pool.opening.get() - 1);
                 match result {
-                    Ok(server) => pool.hand_over(server),
+                    Ok(server) => pool.hand_over(server, Instant::now()),
                     Err(err) => {
                         pool.shared.release();
                         pool.shared.errors_total.fetch_add(1, Ordering::Relaxed);
@@ -367,17 +372,28 @@ impl Pool {
 
     /// Gives a usable connection to whichever client has waited longest:
     /// here, on another worker, or nobody yet (then it stays idle here).
-    fn hand_over(&self, server: Server) {
+    /// `now`: the caller's reading of the clock (the connection's last use).
+    fn hand_over(&self, mut server: Server, now: Instant) {
+        // Nobody waits for this pool on any worker (the common case): the
+        // connection goes straight to the idle list, without the fairness
+        // bookkeeping below. A client that starts waiting on another worker
+        // just now is served by the next release or its own new connection.
+        if self.shared.waiting.load(Ordering::Relaxed) == 0 && self.waiters.borrow().is_empty() {
+            server.last_used = now;
+            add(&self.share.idle, 1);
+            self.idle.borrow_mut().push(server);
+            return;
+        }
         if !self.shared.is_retired() {
             if let Some(peer) = self.fairer_peer(self.oldest_wait()) {
                 self.donate(server, &peer);
                 return;
             }
         }
-        self.hand_over_here(server);
+        self.hand_over_here(server, now);
     }
 
-    fn hand_over_here(&self, mut server: Server) {
+    fn hand_over_here(&self, mut server: Server, now: Instant) {
         while let Some(w) = self.pop_live_waiter() {
             match w.reply.send(Ok(server)) {
                 Ok(()) => {
@@ -389,7 +405,7 @@ impl Pool {
             }
         }
         self.publish_oldest_wait();
-        server.last_used = Instant::now();
+        server.last_used = now;
         add(&self.share.idle, 1);
         self.idle.borrow_mut().push(server);
     }
@@ -399,7 +415,7 @@ impl Pool {
         while self.live_waiters() > 0 {
             let Some(server) = self.idle.borrow_mut().pop() else { return };
             sub(&self.share.idle, 1);
-            self.hand_over_here(server);
+            self.hand_over_here(server, Instant::now());
         }
     }
 
@@ -431,7 +447,7 @@ impl Pool {
                 // connection that spoke in transit is almost always one the
                 // server closed, so it goes rather than reaching a client.
                 Ok(server) if server.spoke_while_idle() => self.discard(server),
-                Ok(server) => self.hand_over_here(server),
+                Ok(server) => self.hand_over_here(server, Instant::now()),
                 Err(e) => {
                     tracing::warn!(pool = %self.shared.key, error = %e, "adopting a server connection failed");
                     self.shared.release();
@@ -444,15 +460,22 @@ impl Pool {
     /// already made it clean (idle transaction status, session state reset)
     /// or marked it broken.
     pub fn checkin(&self, server: Server) {
+        self.checkin_at(server, Instant::now());
+    }
+
+    /// [`checkin`](Self::checkin) with the caller's reading of the clock
+    /// (a session has just read it to time the request): the hot path
+    /// reads the clock once per request, not once per use.
+    pub fn checkin_at(&self, server: Server, now: Instant) {
         sub(&self.share.active, 1);
         self.refresh();
-        let expired =
-            self.local.borrow().lifetime.is_some_and(|l| server.created.elapsed() >= l) || self.outdated(&server);
+        let expired = self.local.borrow().lifetime.is_some_and(|l| now.saturating_duration_since(server.created) >= l)
+            || self.outdated(&server);
         if server.broken || server.status != b'I' || expired || self.shared.is_retired() {
             self.discard(server);
             return;
         }
-        self.hand_over(server);
+        self.hand_over(server, now);
     }
 
     /// Closes a connection and frees its capacity for whoever waits.
@@ -580,7 +603,7 @@ async fn maintain(pool: Weak<Pool>) {
         while pool.live_waiters() == 0 && pool.fairer_peer(None).is_some() {
             let Some(server) = pool.idle.borrow_mut().pop() else { break };
             sub(&pool.share.idle, 1);
-            pool.hand_over(server);
+            pool.hand_over(server, Instant::now());
         }
 
         // Admin RECONNECT: idle connections opened before it go now.
@@ -608,7 +631,7 @@ async fn maintain(pool: Weak<Pool>) {
                 let result = pool.open().await;
                 pool.opening.set(pool.opening.get() - 1);
                 match result {
-                    Ok(server) => pool.hand_over(server),
+                    Ok(server) => pool.hand_over(server, Instant::now()),
                     Err(err) => {
                         shared.release();
                         tracing::warn!(pool = %shared.key, error = %err, "opening a min_pool_size connection failed");
