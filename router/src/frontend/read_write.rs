@@ -226,10 +226,12 @@ impl Splitter {
     /// A replica that is not banned or lagging, by the configured balancing; the
     /// primary counts as one when it also serves reads (then None means it).
     fn pick_replica(&self) -> Option<Rc<Pool>> {
-        let candidates: Vec<&Rc<Pool>> =
-            self.hosts.iter().filter(|p| !p.shared.is_writer() && p.shared.readable()).collect();
+        // Two passes over the few hosts instead of collecting the
+        // candidates: this runs for every read.
+        let candidates = || self.hosts.iter().filter(|p| !p.shared.is_writer() && p.shared.readable());
+        let count = candidates().count();
         let extra = usize::from(self.settings.primary_reads && !self.settings.force_replica);
-        let n = candidates.len() + extra;
+        let n = count + extra;
         if n == 0 {
             return None;
         }
@@ -242,15 +244,15 @@ impl Splitter {
             LoadBalancing::Random => rand::random::<usize>() % n,
             LoadBalancing::LeastActive => {
                 let mut best = (usize::MAX, 0);
-                for (i, p) in candidates.iter().enumerate() {
+                for (i, p) in candidates().enumerate() {
                     best = best.min((p.shared.active_count(), i));
                 }
                 if extra == 1 {
-                    best = best.min((self.primary().shared.active_count(), candidates.len()));
+                    best = best.min((self.primary().shared.active_count(), count));
                 }
                 best.1
             }
         };
-        candidates.get(index).map(|p| (*p).clone())
+        candidates().nth(index).cloned()
     }
 }

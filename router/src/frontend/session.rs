@@ -406,7 +406,7 @@ impl Session {
             return Ok(());
         }
         let texts = request_texts(cbuf, statements);
-        let decision = split.decide(texts.iter().copied());
+        let decision = split.decide(texts.as_slice().iter().copied());
         match split.choose(decision.as_ref()) {
             Choice::Primary => {
                 *pool = split.primary().clone();
@@ -1024,10 +1024,10 @@ fn ends_transaction(sql: &[u8]) -> bool {
 /// The statement texts of the request at the front of `cbuf`, as far as it
 /// is buffered whole: a simple query's, or the Parse (and named-statement
 /// Bind) texts of an extended batch up to its Sync. At most eight.
-fn request_texts<'a>(cbuf: &'a [u8], statements: &'a ClientStatements) -> Vec<&'a [u8]> {
-    let mut texts = Vec::new();
+fn request_texts<'a>(cbuf: &'a [u8], statements: &'a ClientStatements) -> RequestTexts<'a> {
+    let mut texts = RequestTexts::default();
     let mut pos = 0;
-    while texts.len() < 8 {
+    while !texts.is_full() {
         let Ok(Some((tag, total))) = frame::header(&cbuf[pos..]) else { break };
         let Some(body) = cbuf.get(pos + HEADER_LEN..pos + total) else { break };
         match tag {
@@ -1051,6 +1051,31 @@ fn request_texts<'a>(cbuf: &'a [u8], statements: &'a ClientStatements) -> Vec<&'
         pos += total;
     }
     texts
+}
+
+/// The statement texts of one request: at most eight, on the stack (this
+/// runs for every request a splitting router routes).
+#[derive(Default)]
+pub(super) struct RequestTexts<'a> {
+    items: [&'a [u8]; 8],
+    len: usize,
+}
+
+impl<'a> RequestTexts<'a> {
+    fn push(&mut self, text: &'a [u8]) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = text;
+            self.len += 1;
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == self.items.len()
+    }
+
+    pub(super) fn as_slice(&self) -> &[&'a [u8]] {
+        &self.items[..self.len]
+    }
 }
 
 /// The query text of a Parse body (statement name, then query).

@@ -38,6 +38,9 @@ pub const PLACEHOLDER: u8 = b'?';
 /// the text ends inside a quoted literal or identifier: such a statement is a
 /// syntax error, and its shape is not worth caching.
 pub fn normalize(sql: &[u8], out: &mut Vec<u8>) -> bool {
+    if plain_shape(sql, out).is_some() {
+        return true;
+    }
     out.clear();
     let mut lx = Lexer { sql, pos: 0 };
     let mut prev_end = 0usize;
@@ -122,6 +125,129 @@ pub fn normalize(sql: &[u8], out: &mut Vec<u8>) -> bool {
         out.pop();
     }
     true
+}
+
+/// The shape of the plain statements most traffic consists of, in one pass
+/// over the bytes: ASCII words, unsigned numbers, `'...'` strings, `$n`
+/// parameters, punctuation and whitespace. None when the text holds
+/// anything else — a comment, quoted identifier, dollar quote, prefixed or
+/// backslash string, sign, exponent, non-ASCII byte — and then `normalize`
+/// runs the full lexer. Where it answers, the shape is exactly the lexer's
+/// (tested on the same cases), at a fraction of the cost: this runs for
+/// every request a splitting router routes, cache hit or not.
+fn plain_shape(sql: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    out.clear();
+    let n = sql.len();
+    let mut i = 0;
+    let mut gap = false;
+    let mut list = List::None;
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    // After a word, number or parameter: bytes that would make it something
+    // this scan does not handle (`E'..'`, `1e5`, `a$b`, `0x1F`, `1_000`).
+    let odd_after = |b: Option<&u8>| matches!(b, Some(b'\'' | b'"' | b'$' | b'.' | 0x80..=0xff));
+    while i < n {
+        let b = sql[i];
+        if matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c) {
+            gap = true;
+            i += 1;
+            continue;
+        }
+        if gap && !out.is_empty() {
+            out.push(b' ');
+        }
+        gap = false;
+        let literal = match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
+                let start = i;
+                while i < n && ident(sql[i]) {
+                    i += 1;
+                }
+                if odd_after(sql.get(i)) {
+                    return None;
+                }
+                let at = out.len();
+                out.extend_from_slice(&sql[start..i]);
+                out[at..].make_ascii_lowercase();
+                false
+            }
+            b'0'..=b'9' => {
+                while i < n && sql[i].is_ascii_digit() {
+                    i += 1;
+                }
+                if sql.get(i) == Some(&b'.') {
+                    i += 1;
+                    while i < n && sql[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                }
+                if sql.get(i).is_some_and(|&c| ident(c)) || odd_after(sql.get(i)) {
+                    return None;
+                }
+                true
+            }
+            b'\'' => {
+                i += 1;
+                loop {
+                    // Unterminated: the lexer reports it.
+                    let at = memchr::memchr2(b'\'', b'\\', &sql[i..])?;
+                    if sql[i + at] == b'\\' {
+                        return None;
+                    }
+                    i += at + 1;
+                    if sql.get(i) != Some(&b'\'') {
+                        break;
+                    }
+                    // A doubled quote inside the string.
+                    i += 1;
+                }
+                true
+            }
+            b'$' => {
+                let start = i;
+                i += 1;
+                if !sql.get(i).is_some_and(u8::is_ascii_digit) {
+                    return None;
+                }
+                while i < n && sql[i].is_ascii_digit() {
+                    i += 1;
+                }
+                if sql.get(i).is_some_and(|&c| ident(c)) || odd_after(sql.get(i)) {
+                    return None;
+                }
+                out.extend_from_slice(&sql[start..i]);
+                false
+            }
+            b'"' | b'\\' | b'&' | b'-' | b'+' | 0 | 0x80..=0xff => return None,
+            b'/' if sql.get(i + 1) == Some(&b'*') => return None,
+            b'.' if sql.get(i + 1).is_some_and(u8::is_ascii_digit) => return None,
+            _ => {
+                out.push(b);
+                i += 1;
+                false
+            }
+        };
+        if literal {
+            list = match list {
+                List::Comma(mark) => {
+                    out.truncate(mark);
+                    List::Placeholder(mark)
+                }
+                _ => {
+                    out.push(PLACEHOLDER);
+                    List::Placeholder(out.len())
+                }
+            };
+            continue;
+        }
+        list = match list {
+            List::Placeholder(mark) if b == b',' => List::Comma(mark),
+            _ => List::None,
+        };
+    }
+    while matches!(out.last(), Some(b';' | b' ')) {
+        out.pop();
+    }
+    Some(())
 }
 
 /// Where a run of literals stands: `Placeholder(end)` right after one ended
@@ -250,6 +376,68 @@ mod tests {
         ];
         for (a, b) in differ {
             assert_ne!(shape(a), shape(b), "{a} / {b}");
+        }
+    }
+
+    /// The full lexer's shape, bypassing the one-pass scan.
+    fn lexer_shape(sql: &[u8]) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        // Force the lexer path: a leading comment makes the scan decline,
+        // and the lexer drops it (a leading gap adds no space).
+        let mut with_comment = b"/**/".to_vec();
+        with_comment.extend_from_slice(sql);
+        normalize(&with_comment, &mut out).then_some(out)
+    }
+
+    #[test]
+    fn one_pass_scan_matches_the_lexer_where_it_answers() {
+        let corpus: &[&str] = &[
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 123;",
+            "select  abalance\n\tFROM pgbench_accounts WHERE aid=456;",
+            "UPDATE pgbench_accounts SET abalance = abalance + 5 WHERE aid = 7",
+            "SELECT * FROM t WHERE id IN (1, 2, 3)",
+            "SELECT * FROM t WHERE id IN (1,2 ,3 , 'x')",
+            "SELECT * FROM t WHERE id = $1 AND b IN ($2, $3)",
+            "INSERT INTO t VALUES ($1, 'x', 3)",
+            "INSERT INTO t (a, b) VALUES (1, 'it''s'), (2, '')",
+            "SELECT 'a'::text, col::int, 1.5, 2., t.c FROM s.t",
+            "SELECT a<=b, a< =b, a/b, a%b, a*b FROM t WHERE (a) > 1",
+            "SELECT nextval('s'); ",
+            "SELECT 1;;  ",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT x, y FROM t ORDER BY 1 LIMIT 10 OFFSET 20",
+            "BEGIN READ ONLY",
+            "SET pgdog.role = 'replica'",
+            "SELECT E'a', b'01', x'1F'",
+            "SELECT $$x$$",
+            "SELECT \"T\" FROM t",
+            "SELECT -1, +2, 1e5, 0x1F, 1_000, .5",
+            "SELECT 'unterminated",
+            "SELECT 'a\\b'",
+            "SELECT a$b FROM t",
+            "SELECT /* c */ 1",
+            "SELECT 1 -- c",
+            "SELECT 'é'",
+            "",
+            "   ",
+        ];
+        let mut answered = 0;
+        for sql in corpus {
+            let mut fast = Vec::new();
+            if plain_shape(sql.as_bytes(), &mut fast).is_some() {
+                answered += 1;
+                assert_eq!(
+                    Some(fast.clone()),
+                    lexer_shape(sql.as_bytes()),
+                    "{sql}: {}",
+                    String::from_utf8_lossy(&fast)
+                );
+            }
+        }
+        // The common statements take the one-pass scan.
+        assert!(answered >= 16, "{answered}");
+        for declined in ["SELECT E'a'", "SELECT $$x$$", "SELECT -1", "SELECT /* c */ 1", "SELECT 'unterminated"] {
+            assert!(plain_shape(declined.as_bytes(), &mut Vec::new()).is_none(), "{declined}");
         }
     }
 

@@ -34,7 +34,7 @@ impl Session {
         }
         let Session { split, cbuf, statements, .. } = self;
         let Some(split) = split.as_mut() else { return false };
-        match request_texts(&cbuf[pos..pos + len], statements).first() {
+        match request_texts(&cbuf[pos..pos + len], statements).as_slice().first() {
             Some(text) => split.needs_primary(text),
             // A Bind of a statement the router does not know: the primary.
             None => tag == b'B',
