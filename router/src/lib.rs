@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod backend;
 pub mod config;
+pub mod fasthash;
 pub mod frontend;
 pub mod http;
 pub mod logging;

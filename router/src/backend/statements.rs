@@ -44,7 +44,7 @@ pub struct StatementRegistry {
 
 #[derive(Debug, Default)]
 struct Registry {
-    by_definition: HashMap<Box<[u8]>, Weak<Statement>>,
+    by_definition: HashMap<Box<[u8]>, Weak<Statement>, crate::fasthash::FastState>,
     /// Size at which dead entries are swept next.
     sweep_at: usize,
 }
@@ -95,7 +95,8 @@ impl Statement {
 /// least recently used evicted beyond the pool's `max_prepared_statements`.
 #[derive(Debug, Default)]
 pub struct ServerStatements {
-    slots: HashMap<u64, Slot>,
+    /// Looked up on every Bind and Describe: the fast hash (`crate::fasthash`).
+    slots: HashMap<u64, Slot, crate::fasthash::FastState>,
     tick: u64,
 }
 

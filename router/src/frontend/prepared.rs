@@ -21,7 +21,8 @@ use super::pipeline::{Expect, Local, Pipeline, Reply};
 /// The client's statement names, each bound to a pool statement.
 #[derive(Debug, Default)]
 pub struct ClientStatements {
-    by_name: HashMap<Box<[u8]>, Arc<Statement>>,
+    /// Looked up on every Bind: the fast hash (`crate::fasthash`).
+    by_name: HashMap<Box<[u8]>, Arc<Statement>, crate::fasthash::FastState>,
 }
 
 impl ClientStatements {

@@ -3,10 +3,10 @@
 //! One per worker, owned by its caller, so there is no lock. Entries are found
 //! by a keyed 64-bit hash of the shape and hold the shape itself: a lookup
 //! whose hash matches but whose shape differs is a miss, and the newer shape
-//! takes the slot. The hash is a fast multiply-rotate over 8-byte words with
-//! a random per-cache key, not SipHash: it runs for every routed request,
-//! and resisting crafted collisions would buy nothing — a client can send new
-//! shapes at will anyway, and a collision costs a slot, never a wrong answer. Eviction is CLOCK (second chance): a hit marks its entry, and the
+//! takes the slot. The hash is `crate::fasthash`'s with a random per-cache
+//! key, not SipHash: it runs for every routed request, and resisting crafted
+//! collisions would buy nothing — a client can send new shapes at will
+//! anyway, and a collision costs a slot, never a wrong answer. Eviction is CLOCK (second chance): a hit marks its entry, and the
 //! hand clears marks until it finds an unmarked entry to replace, so shapes
 //! seen only once leave before shapes in use. Memory is bounded by
 //! `capacity` entries of at most [`MAX_KEY_LEN`] bytes each.
@@ -44,7 +44,7 @@ impl<V: Copy> Cache<V> {
     }
 
     pub(super) fn hash(&self, key: &[u8]) -> u64 {
-        shape_hash(self.key, key)
+        crate::fasthash::hash_bytes(self.key, key)
     }
 
     pub(super) fn len(&self) -> usize {
@@ -102,30 +102,6 @@ impl<V: Copy> Cache<V> {
     }
 }
 
-/// Hashes `bytes` with `key` (see the module comment): FxHash's
-/// multiply-rotate over little-endian words, then a finalizer so that the
-/// low bits, which pick the index's bucket, depend on every byte.
-fn shape_hash(key: u64, bytes: &[u8]) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mix = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(K);
-    let mut h = mix(key, bytes.len() as u64);
-    let mut words = bytes.chunks_exact(8);
-    for w in &mut words {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(w);
-        h = mix(h, u64::from_le_bytes(b));
-    }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        let mut b = [0u8; 8];
-        b[..rest.len()].copy_from_slice(rest);
-        h = mix(h, u64::from_le_bytes(b));
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^ (h >> 33)
-}
-
 /// The index's keys are already hashes.
 #[derive(Default)]
 struct PassThrough(u64);
@@ -143,29 +119,5 @@ impl Hasher for PassThrough {
 
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shape_hash;
-
-    #[test]
-    fn hash_depends_on_every_byte_the_length_and_the_key() {
-        let base = b"select abalance from pgbench_accounts where aid = ?".to_vec();
-        let h = shape_hash(7, &base);
-        for i in 0..base.len() {
-            let mut other = base.clone();
-            other[i] ^= 1;
-            assert_ne!(shape_hash(7, &other), h, "byte {i}");
-        }
-        // Zero padding of the last word must not hide a length difference.
-        assert_ne!(shape_hash(7, b"a"), shape_hash(7, b"a\0"));
-        assert_ne!(shape_hash(7, b""), shape_hash(7, b"\0"));
-        assert_ne!(shape_hash(8, &base), h);
-        // Low bits (the bucket) vary across similar shapes.
-        let buckets: std::collections::HashSet<u64> =
-            (0..64).map(|i| shape_hash(7, format!("select c{i} from t").as_bytes()) & 63).collect();
-        assert!(buckets.len() > 32, "{}", buckets.len());
     }
 }
