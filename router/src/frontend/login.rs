@@ -344,7 +344,8 @@ fn splitter(
         ban_time: std::time::Duration::from_millis(routing.ban_time_ms),
         fallback_error: routing.replica_fallback == crate::config::ReplicaFallback::Error,
     };
-    Some(Splitter::new(hosts, at, worker.classifier(routing), settings))
+    let classifier = routing.read_write_split.then(|| worker.classifier(routing));
+    Some(Splitter::new(hosts, at, classifier, settings))
 }
 
 /// This user's pools of the database's other hosts that may serve reads now.

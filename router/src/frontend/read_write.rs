@@ -44,7 +44,9 @@ pub struct Splitter {
     /// The host that took writes when last asked: almost always still the
     /// writer, so finding the primary is one atomic load.
     writer: Cell<usize>,
-    classifier: Rc<RefCell<Classifier>>,
+    /// The worker's classifier; None when reads are not split (a Splitter
+    /// that only follows failovers classifies nothing).
+    classifier: Option<Rc<RefCell<Classifier>>>,
     settings: SplitSettings,
     /// `SET pgdog.role = 'primary' | 'replica'`.
     pinned: Option<Target>,
@@ -75,7 +77,7 @@ impl Splitter {
     pub fn new(
         hosts: Vec<Rc<Pool>>,
         primary: usize,
-        classifier: Rc<RefCell<Classifier>>,
+        classifier: Option<Rc<RefCell<Classifier>>>,
         settings: SplitSettings,
     ) -> Self {
         Self {
@@ -112,7 +114,7 @@ impl Splitter {
     /// Parse / Bind texts of an extended batch) need, combined: the most
     /// demanding access, and the first statement's transaction and hint.
     pub fn decide<'a>(&self, texts: impl IntoIterator<Item = &'a [u8]>) -> Option<Decision> {
-        let mut classifier = self.classifier.borrow_mut();
+        let mut classifier = self.classifier.as_ref()?.borrow_mut();
         let mut combined: Option<Decision> = None;
         for text in texts {
             let d = classifier.classify(text);
