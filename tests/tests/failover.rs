@@ -253,3 +253,89 @@ fn primary_down_then_back_then_promotion() {
         assert_eq!(write(&fresh).await.expect("write"), new_primary);
     });
 }
+
+/// `sticky_transactions = false`: a transaction runs where its first
+/// statement belongs. The router answers a lone BEGIN itself and sends it
+/// ahead of that statement; a transaction that ran nothing ends without a
+/// server; a write after a read in a replica transaction is refused by the
+/// replica (25006) and nothing of it is left behind.
+#[test]
+fn transactions_follow_their_first_statement_without_sticky_transactions() {
+    let cluster = PgCluster::start_with_replicas(1);
+    create_table(&cluster);
+    // The replica must have the table before the router reads from it.
+    let replayed = || {
+        cluster.psql_admin_on(
+            cluster.replica_port,
+            "pgdog",
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'failover_log'",
+        ) == "1"
+    };
+    let deadline = Instant::now() + DEADLINE;
+    while !replayed() {
+        assert!(Instant::now() < deadline, "replica never replayed the table");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut config = router_config(
+        &cluster,
+        "",
+        "[pools.default]\npool_mode = \"transaction\"\nmax_pool_size = 4\n",
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    config.push_str("\n[query_routing]\nread_write_split = true\nsticky_transactions = false\n");
+    let router = RouterProcess::start(&config, &users());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = connect(router.port).await;
+        let primary = cluster.primary_port;
+        let replica = cluster.replica_port;
+
+        // A transaction that starts with a read runs whole on the replica.
+        client.batch_execute("BEGIN").await.expect("begin");
+        assert_eq!(read_port(&client).await.expect("read"), replica);
+        assert_eq!(read_port(&client).await.expect("read"), replica, "the transaction stays there");
+        client.batch_execute("COMMIT").await.expect("commit");
+
+        // One that starts with a write runs on the primary, reads included,
+        // and its write is there after COMMIT.
+        client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").await.expect("begin");
+        assert_eq!(write(&client).await.expect("write"), primary);
+        assert_eq!(read_port(&client).await.expect("read"), primary);
+        assert_eq!(value(&client, "SHOW transaction_isolation").await.unwrap(), "repeatable read");
+        client.batch_execute("COMMIT").await.expect("commit");
+        assert_eq!(cluster.psql_admin("SELECT count(*) FROM failover_log"), "1");
+
+        // A write after a read on the replica: the replica refuses it, the
+        // transaction is aborted, ROLLBACK ends it, nothing was written.
+        client.batch_execute("BEGIN").await.expect("begin");
+        assert_eq!(read_port(&client).await.expect("read"), replica);
+        let err = write(&client).await.expect_err("a write in a replica transaction");
+        assert_eq!(err.code().map(|c| c.code()), Some("25006"), "{err:?}");
+        let aborted = read_port(&client).await.expect_err("aborted transaction");
+        assert_eq!(aborted.code().map(|c| c.code()), Some("25P02"));
+        client.batch_execute("ROLLBACK").await.expect("rollback");
+        assert_eq!(cluster.psql_admin("SELECT count(*) FROM failover_log"), "1");
+
+        // Transactions that ran nothing end without a server; the session
+        // is out of the transaction after each.
+        for end in ["COMMIT", "ROLLBACK", "END", "ABORT"] {
+            client.batch_execute("BEGIN").await.expect("begin");
+            client.batch_execute(end).await.unwrap_or_else(|e| panic!("{end}: {e:?}"));
+        }
+        assert_eq!(value(&client, "SELECT now() = statement_timestamp()").await.unwrap(), "t", "not in a transaction");
+
+        // BEGIN with its first statement in one string is routed by that statement.
+        let port = value(&client, "BEGIN; SELECT inet_server_port()").await.expect("begin and read");
+        assert_eq!(port, replica.to_string());
+        client.batch_execute("COMMIT").await.expect("commit");
+
+        // tokio-postgres's transaction API (simple-query BEGIN) works as well.
+        let mut client = client;
+        let tx = client.transaction().await.expect("transaction");
+        let row = tx.query_one("SELECT inet_server_port()", &[]).await.expect("read in transaction");
+        assert_eq!(row.get::<_, i32>(0), i32::from(replica));
+        tx.commit().await.expect("commit");
+    });
+}

@@ -221,18 +221,6 @@ fn check_databases(cfg: &RouterConfig) -> Result<(), Issue> {
 
 fn check_query_routing(routing: &crate::config::types::QueryRouting) -> Result<(), Issue> {
     let at = KeyPath::new("query_routing");
-    if !routing.sticky_transactions {
-        // Decided (README, read/write splitting): a transaction runs on one
-        // server connection. Spreading its statements would hide its own
-        // writes from its reads; routing it by its first statement would fail
-        // every transaction that reads before it writes. A transaction that
-        // says BEGIN READ ONLY runs on a replica already.
-        return Err(Issue::router(
-            at.key("sticky_transactions"),
-            "false is not supported: a transaction runs whole on one server; \
-             start read-only transactions with BEGIN READ ONLY to run them on a replica",
-        ));
-    }
     in_range(at.key("query_cache_size"), routing.query_cache_size, 1, 1_000_000)?;
     at_most(at.key("max_replica_lag"), routing.max_replica_lag, 86_400_000)?;
     at_most(at.key("read_your_writes_ms"), routing.read_your_writes_ms, 86_400_000)?;
@@ -362,7 +350,6 @@ mod tests {
                 "pgdog.toml:6:1: databases[1].host:",
                 "database \"d\" already lists a:5432 (databases[0])",
             ),
-            ("[query_routing]\nsticky_transactions = false\n", "", "pgdog.toml:2:1: query_routing.sticky_transactions:", "BEGIN READ ONLY"),
             ("[api]\nport = 5432\n", "", "pgdog.toml:2:1: api.port:", "port 5432 is already used by general.port"),
             ("[api]\nbind = \"\"\n", "", "pgdog.toml:2:1: api.bind:", "must not be empty"),
             ("[api]\ntoken_env = \"PGDOG_NO_SUCH_TOKEN_VAR\"\n", "", "pgdog.toml:2:1: api.token_env:", "is not set"),

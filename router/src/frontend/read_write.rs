@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::pool::Pool;
 use crate::config::LoadBalancing;
-use crate::route::classify::{self, Access, Classifier, Decision, RoleSetting, SessionFacts, Target};
+use crate::route::classify::{self, Access, Classifier, Decision, RoleSetting, SessionFacts, Target, TxnKind};
 
 /// Settings from `[query_routing]` and the user, fixed at login.
 #[derive(Debug, Clone)]
@@ -191,6 +191,25 @@ impl Splitter {
 
     pub fn force_replica(&self) -> bool {
         self.settings.force_replica
+    }
+
+    /// `sticky_transactions = false`: a lone `BEGIN` waits for the
+    /// transaction's first statement, which then picks the server.
+    pub fn defers_begin(&self) -> bool {
+        self.settings.split_reads && !self.settings.sticky_transactions && !self.settings.force_replica
+    }
+
+    /// Whether `text` is one statement that opens a read-write transaction
+    /// (`BEGIN`, `START TRANSACTION ISOLATION LEVEL ...`), nothing else.
+    pub fn is_lone_begin(&mut self, text: &[u8]) -> bool {
+        let single = match memchr::memchr(b';', text) {
+            Some(i) => text[i + 1..].iter().all(|b| b.is_ascii_whitespace() || *b == b';'),
+            None => true,
+        };
+        single
+            && self.decide([text]).is_some_and(|d| {
+                d.begins == Some(TxnKind::ReadWrite) && d.hint.is_none() && d.role.is_none() && !d.ends_txn
+            })
     }
 
     /// Whether a request that arrives while the session is on a replica

@@ -167,6 +167,10 @@ pub struct Session {
     /// The request at the front was routed to a replica by
     /// `route_request`, so its first message needs no second look.
     just_routed: bool,
+    /// `sticky_transactions = false`: the client's `BEGIN`, answered by the
+    /// router and not yet sent; it goes ahead of the transaction's first
+    /// statement, on the server that statement is routed to.
+    deferred_begin: Option<Vec<u8>>,
     /// ReadyForQuery messages still owed to the client.
     pending: u32,
     /// Extended-protocol messages sent since the last Sync.
@@ -248,6 +252,7 @@ impl Session {
             split: None,
             on_replica: false,
             just_routed: false,
+            deferred_begin: None,
             reroute: false,
             pending: 0,
             unsynced: false,
@@ -296,10 +301,20 @@ impl Session {
             }
         }
         while self.wait_for_request().await {
+            if self.defer_transaction() {
+                if !Box::pin(self.write_out()).await {
+                    return;
+                }
+                continue;
+            }
             let alive = match self.route() {
                 Err((code, message)) => {
                     Box::pin(self.refuse_request(code, message)).await;
                     true
+                }
+                Ok(()) if self.deferred_begin.is_some() => {
+                    let ready = self.pool.checkout_now();
+                    Box::pin(self.begin_and_serve(ready)).await
                 }
                 Ok(()) => {
                     // One reading of the clock times the request and
@@ -318,6 +333,63 @@ impl Session {
                 return;
             }
         }
+    }
+
+    /// `sticky_transactions = false`: answers a lone `BEGIN` (remembering
+    /// it), or the `COMMIT`/`ROLLBACK` of a transaction that ran nothing,
+    /// without a server. The reply is in `self.out`; true when answered.
+    fn defer_transaction(&mut self) -> bool {
+        let Some(split) = self.split.as_mut() else { return false };
+        if !split.defers_begin() || self.settings.mode != PoolMode::Transaction {
+            return false;
+        }
+        let Ok(Some((b'Q', total))) = frame::header(&self.cbuf) else { return false };
+        let Some(body) = self.cbuf.get(frame::HEADER_LEN..total) else { return false };
+        let text = body.strip_suffix(b"\0").unwrap_or(body);
+        self.out.clear();
+        if self.deferred_begin.is_none() {
+            if !split.is_lone_begin(text) {
+                return false;
+            }
+            self.deferred_begin = Some(text.to_vec());
+            be::command_complete(&mut self.out, "BEGIN");
+            be::ready_for_query(&mut self.out, b'T');
+        } else if ends_transaction(text) {
+            // Nothing ran: PostgreSQL's answer to ending an empty transaction.
+            let rollback = matches!(text.trim_ascii_start().first(), Some(b'r' | b'R' | b'a' | b'A'));
+            self.deferred_begin = None;
+            be::command_complete(&mut self.out, if rollback { "ROLLBACK" } else { "COMMIT" });
+            be::ready_for_query(&mut self.out, b'I');
+        } else {
+            return false;
+        }
+        self.cbuf.advance(total);
+        true
+    }
+
+    /// Writes `self.out` to the client; false when it is gone.
+    async fn write_out(&mut self) -> bool {
+        self.client.write_all(&self.out).await.is_ok()
+    }
+
+    /// The first statement of a deferred transaction: its `BEGIN` runs on
+    /// the server it was routed to, then the statement as usual. If that
+    /// fails, the client's transaction is aborted as PostgreSQL would abort
+    /// it: the error, then 25P02 until it ends the transaction.
+    async fn begin_and_serve(&mut self, ready: Option<Server>) -> bool {
+        let begin = self.deferred_begin.take().unwrap_or_default();
+        let Some(mut server) = self.bind(ready).await else {
+            self.orphaned_txn = true;
+            return true;
+        };
+        if let Err(e) = server.execute(&String::from_utf8_lossy(&begin)).await {
+            let code = e.code().to_string();
+            self.pool.checkin(server);
+            self.orphaned_txn = true;
+            self.refuse_request(&code, &format!("could not begin the transaction: {e}")).await;
+            return true;
+        }
+        self.serve(server).await
     }
 
     /// The slow path of a request: a checkout that may wait, or a server

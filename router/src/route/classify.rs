@@ -263,8 +263,9 @@ pub struct SessionFacts {
     /// The user may only use replicas (writes are refused with 25006).
     pub force_replica: bool,
     /// Every statement of a read-write transaction goes to the primary
-    /// (the default). Off, each statement of it is routed by what it does,
-    /// and the caller keeps a transaction open on each side it used.
+    /// (the default). Off, a string that begins a read-write transaction is
+    /// routed by what its statements do; the session keeps the transaction
+    /// on that server, and defers a lone `BEGIN` to the string after it.
     pub sticky_transactions: bool,
 }
 
