@@ -11,7 +11,9 @@
 //!   splitting; the old primary, started again while still a primary, is
 //!   fenced and gets neither writes nor reads.
 //!
-//! Timing is only ever polled for, with generous deadlines.
+//! Timing is only ever polled for, with generous deadlines. The tests run
+//! one at a time: each starts three servers, and under that much load on two
+//! cores health checks time out and ban replicas for reasons of their own.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,12 @@ use pgdog_tests::{
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Held by each test for its whole run (see the module comment).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 const ADMIN: &str = "pgdog_admin";
 const ADMIN_PASSWORD: &str = "admin-secret";
 
@@ -45,7 +53,7 @@ fn start_router(cluster: &PgCluster, split: bool) -> RouterProcess {
     );
     config.push_str(&format!(
         "\n[query_routing]\nread_write_split = {split}\nhealth_check_interval_ms = 200\n\
-         health_check_timeout_ms = 1000\nban_time_ms = 1000\nmax_replica_lag = 60000\n"
+         health_check_timeout_ms = 3000\nban_time_ms = 1000\nmax_replica_lag = 60000\n"
     ));
     RouterProcess::start(&config, &users())
 }
@@ -105,6 +113,7 @@ fn create_table(cluster: &PgCluster) {
 
 #[test]
 fn replica_stopped_during_select_only_run() {
+    let _serial = one_at_a_time();
     let cluster = PgCluster::start_with_replicas(2);
     let init = std::process::Command::new(pgdog_tests::pg_bin_dir().join("pgbench"))
         .args(["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p", &cluster.primary_port.to_string(), "-U", "pgdog"])
@@ -136,14 +145,21 @@ fn replica_stopped_during_select_only_run() {
     let transcript = pgbench_transcript(&run);
     let summary = pgbench_summary(&String::from_utf8_lossy(&run.stdout))
         .unwrap_or_else(|| panic!("no pgbench summary\n{transcript}\n{}", router.log_tail(4000)));
-    // Only a query that was on the stopped replica at that moment may fail:
-    // pgbench ends a client at its first error, so at most every client
-    // once, and the others run to the end.
+    // Only queries sent to the stopped replica before the router learned
+    // it was down may fail (in flight, or routed in the moment before the
+    // first failure banned it): pgbench ends a client at its first error,
+    // so at most every client once; the run itself finishes.
     let aborted = String::from_utf8_lossy(&run.stderr).matches("aborted in command").count() as u64;
     eprintln!("pgbench: {} transactions, {aborted} of {CLIENTS} clients ended by an error", summary.processed);
     assert!(aborted <= CLIENTS, "{transcript}");
-    assert!(aborted < CLIENTS, "every client failed: reads did not move to the other replica\n{transcript}");
     assert!(summary.processed > 100, "{transcript}");
+    // New queries see no error: a fresh run right after has zero failures.
+    let again =
+        router.pgbench(&["-S", "-n", "-T", "3", "-c", &CLIENTS.to_string(), "-j", "2"], "pgdog", "pgdog", "pgdog");
+    let again_transcript = pgbench_transcript(&again);
+    assert!(again.status.success(), "{again_transcript}\n{}", router.log_tail(4000));
+    let again_summary = pgbench_summary(&String::from_utf8_lossy(&again.stdout)).expect("summary");
+    assert_eq!(again_summary.failed.unwrap_or(0), 0, "{again_transcript}");
     // Reads now land on the remaining replica only.
     for _ in 0..10 {
         let port = rt.block_on(read_port(&client)).expect("read after the replica stopped");
@@ -153,6 +169,7 @@ fn replica_stopped_during_select_only_run() {
 
 #[test]
 fn primary_down_then_back_then_promotion() {
+    let _serial = one_at_a_time();
     let cluster = PgCluster::start_with_replicas(2);
     create_table(&cluster);
     let split = start_router(&cluster, true);
@@ -173,7 +190,11 @@ fn primary_down_then_back_then_promotion() {
             assert!(code.starts_with("08") || code == "57P01", "connection error class, got {err:?}");
             assert!(started.elapsed() < Duration::from_secs(10), "write failed only after {:?}", started.elapsed());
         }
-        let port = read_port(&c_split).await.expect("reads keep working with the primary down");
+        // (This failed while a replica's first health round could mark it
+        // lagging and ban it: the first read then went to the dead primary.)
+        let port = read_port(&c_split)
+            .await
+            .unwrap_or_else(|e| panic!("reads keep working with the primary down: {e:?}\n{}", split.log_tail(6000)));
         assert!(cluster.replica_ports.contains(&port), "read on a replica, got {port}");
         // A client logging in now, with settings no server has seen, is
         // greeted from a replica and can read.
@@ -261,6 +282,7 @@ fn primary_down_then_back_then_promotion() {
 /// replica (25006) and nothing of it is left behind.
 #[test]
 fn transactions_follow_their_first_statement_without_sticky_transactions() {
+    let _serial = one_at_a_time();
     let cluster = PgCluster::start_with_replicas(1);
     create_table(&cluster);
     // The replica must have the table before the router reads from it.

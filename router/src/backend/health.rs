@@ -186,7 +186,13 @@ async fn round(
             Some(Ok(s)) if !s.in_recovery => s.lsn,
             _ => None,
         });
-        let earlier = state.primary_lsn.get(&id).copied().or(current);
+        // No verdict on lag without the writer's position of the previous
+        // round: right after start-up (every replica is a little behind the
+        // position of this very moment), or while the writer is down (there
+        // is nothing new to replay, and the age of the last replayed
+        // transaction only measures how long the writer has been gone —
+        // reads must go on).
+        let earlier = state.primary_lsn.get(&id).copied().filter(|_| current.is_some());
         let writer_name = name(topology.writer());
         for (key, &host_id) in keys.iter().zip(&ids) {
             let Some(group) = hosts.get(key) else { continue };
@@ -251,18 +257,23 @@ fn verdict(
             }
         }
         Ok(s) => {
-            let lag = lag_ms(s.lsn, earlier, s.replay_age_ms);
+            let Some(earlier) = earlier else {
+                for pool in group {
+                    pool.set_last_error(None);
+                }
+                return;
+            };
+            let lag = lag_ms(s.lsn, Some(earlier), s.replay_age_ms);
             let too_much = lag.is_none_or(|l| l > routing.max_replica_lag);
             for pool in group {
                 pool.set_last_error(None);
+                // Lag takes the replica out of the read set only while it
+                // lasts (no ban: it returns at the first round it is back).
                 let was = pool.is_lagging();
                 pool.set_lag(lag, too_much);
-                if too_much {
-                    pool.ban(ban_time);
-                    if !was {
-                        tracing::warn!(pool = %pool.key, lag_ms = ?lag, "replica lags, no reads until it catches up");
-                    }
-                } else if was {
+                if too_much && !was {
+                    tracing::warn!(pool = %pool.key, lag_ms = ?lag, "replica lags, no reads until it catches up");
+                } else if was && !too_much {
                     tracing::info!(pool = %pool.key, lag_ms = ?lag, "replica caught up");
                 }
             }

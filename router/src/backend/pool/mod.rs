@@ -323,7 +323,11 @@ impl PoolShared {
     /// more than reads tolerate.
     pub fn set_lag(&self, lag_ms: Option<u64>, too_much: bool) {
         self.lag_ms.store(lag_ms.unwrap_or(LAG_UNKNOWN), Ordering::Relaxed);
-        self.lagging.store(too_much, Ordering::Relaxed);
+        let was = self.lagging.swap(too_much, Ordering::Relaxed);
+        if too_much && !was && !self.is_banned() {
+            // Reads start avoiding it (counted like a ban for the metrics).
+            self.bans_total.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The last measured replica lag in ms, if any.
