@@ -198,6 +198,7 @@ fn connect_options(general: &General) -> Result<ConnectOptions, String> {
         }),
         check_delay: Duration::from_millis(general.server_check_delay_ms),
         verify_full: crate::backend::tls::verified(general.server_tls_ca.as_deref())?,
+        application_name: "pgdog-router",
     })
 }
 

@@ -292,15 +292,12 @@ async fn check(pool: &PoolShared, kept: Option<Server>, timeout: Duration) -> (O
                 return (None, Err("connect settings unavailable".into()));
             };
             options.timeout = timeout;
-            let mut server = match Server::connect(&pool.target, password.as_deref(), &options).await {
+            // Operators (and pg_stat_activity) can tell it from pooled connections.
+            options.application_name = APPLICATION_NAME;
+            match Server::connect(&pool.target, password.as_deref(), &options).await {
                 Ok(s) => s,
                 Err(e) => return (None, Err(e.to_string())),
-            };
-            // Operators (and pg_stat_activity) can tell it from pooled connections.
-            if let Err(e) = server.execute(&format!("SET application_name = '{APPLICATION_NAME}'")).await {
-                return (None, Err(e.to_string()));
             }
-            server
         }
     };
     match sample(&mut server).await {

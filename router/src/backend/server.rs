@@ -143,7 +143,7 @@ impl Server {
         let mut out = BytesMut::with_capacity(256);
         fe::startup_message(
             &mut out,
-            &[("user", &target.user), ("database", &target.database), ("application_name", "pgdog-router")],
+            &[("user", &target.user), ("database", &target.database), ("application_name", options.application_name)],
         );
         stream.write_all(&out).await?;
         let mut server = Server {

@@ -95,6 +95,10 @@ pub struct ConnectOptions {
     pub check_delay: Duration,
     /// Verifying TLS config for `server_tls = "verify-full"`.
     pub verify_full: Arc<rustls::ClientConfig>,
+    /// Sent in the startup packet: `pgdog-router` for pooled connections,
+    /// another name for the health monitor's, so `pg_stat_activity` tells
+    /// them apart from the first moment.
+    pub application_name: &'static str,
 }
 
 /// What one worker publishes about its share of a pool: counters for the
