@@ -83,6 +83,35 @@ struct Sample {
     replay_age_ms: Option<i64>,
 }
 
+/// Why a check failed, and whether the host answered at all.
+struct Failure {
+    message: String,
+    /// The server answered but its state could not be read (the checking
+    /// login was refused, too many connections): not evidence that it is
+    /// down, so it never moves writes (`HostStatus::Unknown`).
+    reachable: bool,
+}
+
+impl Failure {
+    fn down(message: String) -> Self {
+        Failure { message, reachable: false }
+    }
+
+    fn of(e: &ServerError) -> Self {
+        // Shutting down, crashed or starting up: as good as down.
+        const GOING: [&str; 3] = ["57P01", "57P02", "57P03"];
+        let reachable = match e {
+            ServerError::Login(f) | ServerError::Query(f) => !GOING.contains(&f.code.as_str()),
+            ServerError::UnsupportedAuth(_)
+            | ServerError::NoPassword(_)
+            | ServerError::Scram(_)
+            | ServerError::TlsRefused(_) => true,
+            _ => false,
+        };
+        Failure { message: e.to_string(), reachable }
+    }
+}
+
 /// What the monitor keeps between rounds.
 #[derive(Default)]
 struct State {
@@ -146,12 +175,14 @@ async fn round(
         checks.spawn(async move {
             let (server, result) = match tokio::time::timeout(timeout, check(&pool, kept, timeout)).await {
                 Ok(r) => r,
-                Err(_) => (None, Err(format!("health check timed out after {} ms", timeout.as_millis()))),
+                Err(_) => {
+                    (None, Err(Failure::down(format!("health check timed out after {} ms", timeout.as_millis()))))
+                }
             };
             (host, server, result)
         });
     }
-    let mut results: BTreeMap<HostKey, Result<Sample, String>> = BTreeMap::new();
+    let mut results: BTreeMap<HostKey, Result<Sample, Failure>> = BTreeMap::new();
     while let Some(joined) = checks.join_next().await {
         if let Ok((host, server, result)) = joined {
             if let Some(server) = server {
@@ -171,6 +202,7 @@ async fn round(
             .map(|k| match results.get(k) {
                 Some(Ok(s)) if s.in_recovery => HostStatus::Standby,
                 Some(Ok(_)) => HostStatus::Writable,
+                Some(Err(f)) if f.reachable => HostStatus::Unknown,
                 _ => HostStatus::Unreachable,
             })
             .collect();
@@ -217,7 +249,7 @@ enum Verdict<'a> {
 fn verdict(
     group: &[Arc<PoolShared>],
     role: Verdict<'_>,
-    result: Result<Sample, String>,
+    result: Result<Sample, Failure>,
     earlier: Option<u64>,
     routing: &crate::config::QueryRouting,
     ban_time: Duration,
@@ -225,7 +257,8 @@ fn verdict(
     let key = &group[0].key;
     let writer = matches!(role, Verdict::Writer);
     match result {
-        Err(error) => {
+        Err(failure) => {
+            let error = failure.message;
             for pool in group {
                 pool.set_last_error(Some(error.clone()));
                 // The writer is never banned: writes have nowhere else to go.
@@ -283,20 +316,24 @@ fn verdict(
 
 /// Checks one host with the pool's target and credentials, reusing `kept`
 /// when it is still usable. Returns the connection to keep, if any.
-async fn check(pool: &PoolShared, kept: Option<Server>, timeout: Duration) -> (Option<Server>, Result<Sample, String>) {
+async fn check(
+    pool: &PoolShared,
+    kept: Option<Server>,
+    timeout: Duration,
+) -> (Option<Server>, Result<Sample, Failure>) {
     let mut server = match kept.filter(|s| !s.broken) {
         Some(s) => s,
         None => {
             let (password, options) = pool.connect_settings();
             let Some(mut options) = options else {
-                return (None, Err("connect settings unavailable".into()));
+                return (None, Err(Failure { message: "connect settings unavailable".into(), reachable: true }));
             };
             options.timeout = timeout;
             // Operators (and pg_stat_activity) can tell it from pooled connections.
             options.application_name = APPLICATION_NAME;
             match Server::connect(&pool.target, password.as_deref(), &options).await {
                 Ok(s) => s,
-                Err(e) => return (None, Err(e.to_string())),
+                Err(e) => return (None, Err(Failure::of(&e))),
             }
         }
     };
@@ -304,7 +341,7 @@ async fn check(pool: &PoolShared, kept: Option<Server>, timeout: Duration) -> (O
         Ok(sample) => (Some(server), Ok(sample)),
         // The connection may be fine after an ordinary error, but a check
         // that failed is cheap to redo on a fresh one.
-        Err(e) => (None, Err(e.to_string())),
+        Err(e) => (None, Err(Failure::of(&e))),
     }
 }
 

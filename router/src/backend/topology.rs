@@ -12,7 +12,9 @@
 //! pure function. Its rules:
 //! - The writer stays the writer while it answers and accepts writes.
 //! - When the writer is unreachable or has become a standby, and exactly one
-//!   other host accepts writes (it was promoted), that host is the writer.
+//!   other host accepts writes (it was promoted), that host is the writer. A
+//!   writer that answers but whose state cannot be read (the check's login
+//!   refused) is not gone: it keeps the writes.
 //! - Any other host that accepts writes is *fenced*: no writes, no reads
 //!   (its data may have diverged). A fence holds until the host reports it
 //!   is a standby again (rebuilt as a replica) or a reload changes the
@@ -43,6 +45,10 @@ pub enum HostStatus {
     Writable,
     /// `pg_is_in_recovery()` is true: a streaming replica.
     Standby,
+    /// It answered, but its state could not be read (the check's login was
+    /// refused, too many connections). Not evidence that it is down: a
+    /// writer in this state keeps the writes; a fence holds.
+    Unknown,
 }
 
 /// The outcome of one round: the writer and the fenced hosts, by index.
@@ -56,11 +62,12 @@ pub struct Election {
 /// current state; `statuses` has one entry per host, in the same order.
 pub fn elect(writer: usize, fenced: &[bool], statuses: &[HostStatus]) -> Election {
     let was_fenced = |i: usize| fenced.get(i).copied().unwrap_or(false);
-    let writer_ok = statuses.get(writer) == Some(&HostStatus::Writable);
+    // Only a writer that is down or has become a standby gives way.
+    let writer_gone = matches!(statuses.get(writer), Some(HostStatus::Unreachable | HostStatus::Standby));
     let mut candidates =
         (0..statuses.len()).filter(|&i| i != writer && statuses[i] == HostStatus::Writable && !was_fenced(i));
-    let new_writer = match (writer_ok, candidates.next(), candidates.next()) {
-        (false, Some(promoted), None) => promoted,
+    let new_writer = match (writer_gone, candidates.next(), candidates.next()) {
+        (true, Some(promoted), None) => promoted,
         _ => writer,
     };
     let fenced = (0..statuses.len())
@@ -69,7 +76,7 @@ pub fn elect(writer: usize, fenced: &[bool], statuses: &[HostStatus]) -> Electio
                 && match statuses[i] {
                     HostStatus::Writable => true,
                     HostStatus::Standby => false,
-                    HostStatus::Unreachable => was_fenced(i),
+                    HostStatus::Unreachable | HostStatus::Unknown => was_fenced(i),
                 }
         })
         .collect();
@@ -209,7 +216,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use super::HostStatus::{Standby as S, Unreachable as U, Writable as W};
+    use super::HostStatus::{Standby as S, Unknown as K, Unreachable as U, Writable as W};
     use super::*;
 
     #[test]
@@ -251,6 +258,12 @@ mod tests {
             (0, &[f, f, f], &[U, W, W], 0, &[f, t, t]),
             // One candidate fenced, one clean: the clean one wins.
             (0, &[f, t, f], &[U, W, W], 2, &[f, t, f]),
+            // A writer that answers but cannot be read keeps the writes,
+            // even with a promoted host beside it (which is fenced).
+            (0, &[f, f, f], &[K, W, S], 0, &[f, t, f]),
+            // An unreadable fenced host stays fenced; an unreadable replica
+            // is not fenced.
+            (1, &[t, f, f], &[K, W, K], 1, &[t, f, f]),
             // A single host.
             (0, &[f], &[U], 0, &[f]),
             (0, &[f], &[W], 0, &[f]),
