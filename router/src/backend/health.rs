@@ -203,7 +203,9 @@ async fn round(
                 Some(Ok(s)) if s.in_recovery => HostStatus::Standby,
                 Some(Ok(_)) => HostStatus::Writable,
                 Some(Err(f)) if f.reachable => HostStatus::Unknown,
-                _ => HostStatus::Unreachable,
+                Some(Err(_)) => HostStatus::Unreachable,
+                // Not checked this round (no pool of it is live): no evidence.
+                None => HostStatus::Unknown,
             })
             .collect();
         let name = |host_id: usize| {
