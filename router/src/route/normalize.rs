@@ -95,25 +95,12 @@ pub fn normalize(sql: &[u8], out: &mut Vec<u8>) -> bool {
         }
         prev_end = end;
         if literal {
-            list = match list {
-                List::Comma(mark) => {
-                    // `?, ?` → `?`: drop the separator and comma just written.
-                    out.truncate(mark);
-                    List::Placeholder(mark)
-                }
-                _ => {
-                    out.push(PLACEHOLDER);
-                    List::Placeholder(out.len())
-                }
-            };
+            list = list.literal(out);
             after_operand = true;
             continue;
         }
         let text = lx.text(t);
-        list = match list {
-            List::Placeholder(mark) if text == b"," => List::Comma(mark),
-            _ => List::None,
-        };
+        list = list.token(text == b",");
         after_operand = match t.kind {
             Kind::Word | Kind::Quoted | Kind::UnicodeQuoted | Kind::Close => true,
             // `$1`, `]`.
@@ -226,22 +213,10 @@ fn plain_shape(sql: &[u8], out: &mut Vec<u8>) -> Option<()> {
             }
         };
         if literal {
-            list = match list {
-                List::Comma(mark) => {
-                    out.truncate(mark);
-                    List::Placeholder(mark)
-                }
-                _ => {
-                    out.push(PLACEHOLDER);
-                    List::Placeholder(out.len())
-                }
-            };
+            list = list.literal(out);
             continue;
         }
-        list = match list {
-            List::Placeholder(mark) if b == b',' => List::Comma(mark),
-            _ => List::None,
-        };
+        list = list.token(b == b',');
     }
     while matches!(out.last(), Some(b';' | b' ')) {
         out.pop();
@@ -287,6 +262,31 @@ enum List {
     None,
     Placeholder(usize),
     Comma(usize),
+}
+
+impl List {
+    /// A literal was read: writes its placeholder, or, right after `?,`,
+    /// drops the comma and separator instead (`?, ?` → `?`).
+    fn literal(self, out: &mut Vec<u8>) -> List {
+        match self {
+            List::Comma(mark) => {
+                out.truncate(mark);
+                List::Placeholder(mark)
+            }
+            _ => {
+                out.push(PLACEHOLDER);
+                List::Placeholder(out.len())
+            }
+        }
+    }
+
+    /// Another token was written; `comma` when it is `,`.
+    fn token(self, comma: bool) -> List {
+        match self {
+            List::Placeholder(mark) if comma => List::Comma(mark),
+            _ => List::None,
+        }
+    }
 }
 
 /// Digits or `.5`: the lexer's number tokens (it gives `$1` and operators the
