@@ -326,10 +326,7 @@ fn splitter(
     }
     let force_replica =
         snapshot.config.users.iter().any(|u| u.name == user && u.database == database && u.force_replica);
-    let hosts: Vec<_> = snapshot
-        .pools
-        .values()
-        .filter(|p| p.key.user == user && p.key.database == database && Arc::ptr_eq(&p.topology, topology))
+    let hosts: Vec<_> = same_database(snapshot, &primary.shared)
         .map(|p| if Arc::ptr_eq(p, &primary.shared) { primary.clone() } else { worker.pool(p) })
         .collect();
     let at = hosts.iter().position(|p| Rc::ptr_eq(p, primary))?;
@@ -354,17 +351,8 @@ fn readable_replicas(
     snapshot: &crate::runtime::Snapshot,
     primary: &Rc<crate::backend::pool::Pool>,
 ) -> Vec<Rc<crate::backend::pool::Pool>> {
-    let key = &primary.shared.key;
-    snapshot
-        .pools
-        .values()
-        .filter(|p| {
-            p.key.user == key.user
-                && p.key.database == key.database
-                && Arc::ptr_eq(&p.topology, &primary.shared.topology)
-                && !p.is_writer()
-                && p.readable()
-        })
+    same_database(snapshot, &primary.shared)
+        .filter(|p| !p.is_writer() && p.readable())
         .map(|p| worker.pool(p))
         .collect()
 }
@@ -378,15 +366,16 @@ fn writer_pool(
     if configured.is_writer() {
         return configured.clone();
     }
-    snapshot
-        .pools
-        .values()
-        .find(|p| {
-            p.key.user == configured.key.user
-                && p.key.database == configured.key.database
-                && Arc::ptr_eq(&p.topology, &configured.topology)
-                && p.is_writer()
-        })
-        .unwrap_or(configured)
-        .clone()
+    same_database(snapshot, configured).find(|p| p.is_writer()).unwrap_or(configured).clone()
+}
+
+/// The pools of `pool`'s user on every host of its database (and shard),
+/// `pool` included.
+fn same_database<'a>(
+    snapshot: &'a crate::runtime::Snapshot,
+    pool: &'a Arc<crate::backend::pool::PoolShared>,
+) -> impl Iterator<Item = &'a Arc<crate::backend::pool::PoolShared>> {
+    snapshot.pools.values().filter(move |p| {
+        p.key.user == pool.key.user && p.key.database == pool.key.database && Arc::ptr_eq(&p.topology, &pool.topology)
+    })
 }
