@@ -202,6 +202,12 @@ impl Splitter {
     /// Whether `text` is one statement that opens a read-write transaction
     /// (`BEGIN`, `START TRANSACTION ISOLATION LEVEL ...`), nothing else.
     pub fn is_lone_begin(&mut self, text: &[u8]) -> bool {
+        // Most requests are plain statements: the lexer's cheap test rules
+        // them out before the classifier is asked (every request of a
+        // session with deferral comes through here before being routed).
+        if crate::route::command::is_plain(text) {
+            return false;
+        }
         let single = match memchr::memchr(b';', text) {
             Some(i) => text[i + 1..].iter().all(|b| b.is_ascii_whitespace() || *b == b';'),
             None => true,
