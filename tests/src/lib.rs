@@ -40,7 +40,10 @@ pub const NOT_HEALTH_CHECK: &str = "application_name <> 'pgdog-router health che
 pub use http::{http, http_get, HttpResponse};
 pub use pgbench::{pgbench_summary, pgbench_transcript, PgbenchSummary};
 pub use ports::free_port;
-pub use router::{config_gen_bin, default_users, psql_tcp, router_bin, router_config, workspace_dir, RouterProcess};
+pub use router::{
+    config_gen_bin, default_users, psql_tcp, router_bin, router_config, users_with_admin, workspace_dir, RouterProcess,
+    ADMIN_PASSWORD, ADMIN_USER,
+};
 pub use sys::pg_bin_dir;
 pub use tls::{self_signed_cert, TestCa};
 

@@ -489,6 +489,21 @@ server_password = "pgdog"
     .to_string()
 }
 
+/// The admin-console user of [`users_with_admin`]: the router's default
+/// `[admin] admin_users`, logging in to database `pgdog_admin`.
+pub const ADMIN_USER: &str = "pgdog_admin";
+pub const ADMIN_PASSWORD: &str = "admin-secret";
+
+/// [`default_users`] plus [`ADMIN_USER`] (server user `pgdog`), for tests
+/// that use the admin console.
+pub fn users_with_admin() -> String {
+    format!(
+        "{}\n[[users]]\nname = \"{ADMIN_USER}\"\npassword = \"{ADMIN_PASSWORD}\"\ndatabase = \"pgdog\"\n\
+         server_user = \"pgdog\"\nserver_password = \"pgdog\"\n",
+        default_users()
+    )
+}
+
 /// Percent-encode everything but RFC 3986 unreserved characters.
 fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

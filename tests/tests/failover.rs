@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use pgdog_tests::{
-    default_users, free_port, pgbench_summary, pgbench_transcript, router_config, wait_until, PgCluster, RouterProcess,
+    free_port, pgbench_summary, pgbench_transcript, router_config, wait_until, PgCluster, RouterProcess,
 };
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -29,16 +29,7 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
-const ADMIN: &str = "pgdog_admin";
-const ADMIN_PASSWORD: &str = "admin-secret";
-
-fn users() -> String {
-    format!(
-        "{}\n[[users]]\nname = \"{ADMIN}\"\npassword = \"{ADMIN_PASSWORD}\"\ndatabase = \"pgdog\"\n\
-         server_user = \"pgdog\"\nserver_password = \"pgdog\"\n",
-        default_users()
-    )
-}
+use pgdog_tests::{users_with_admin, ADMIN_PASSWORD, ADMIN_USER as ADMIN};
 
 /// A transaction-mode router over `cluster`'s three hosts, checking them
 /// every 200 ms.
@@ -55,7 +46,7 @@ fn start_router(cluster: &PgCluster, split: bool) -> RouterProcess {
         "\n[query_routing]\nread_write_split = {split}\nhealth_check_interval_ms = 200\n\
          health_check_timeout_ms = 3000\nban_time_ms = 1000\nmax_replica_lag = 60000\n"
     ));
-    RouterProcess::start(&config, &users())
+    RouterProcess::start(&config, &users_with_admin())
 }
 
 async fn connect(port: u16) -> Client {
@@ -307,7 +298,7 @@ fn transactions_follow_their_first_statement_without_sticky_transactions() {
         free_port(),
     );
     config.push_str("\n[query_routing]\nread_write_split = true\nsticky_transactions = false\n");
-    let router = RouterProcess::start(&config, &users());
+    let router = RouterProcess::start(&config, &users_with_admin());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = connect(router.port).await;

@@ -14,14 +14,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pgdog_tests::{
-    default_users, free_port, http, http_get, pgbench_summary, pgbench_transcript, psql_tcp, router_config,
-    shared_cluster, wait_until, RouterProcess,
+    free_port, http, http_get, pgbench_summary, pgbench_transcript, psql_tcp, router_config, shared_cluster,
+    wait_until, RouterProcess,
 };
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-const ADMIN: &str = "pgdog_admin";
-const ADMIN_PASSWORD: &str = "admin-secret";
+use pgdog_tests::{users_with_admin, ADMIN_PASSWORD, ADMIN_USER as ADMIN};
 const TOKEN: &str = "s3cret-token";
 
 /// The PgBouncer 1.18 column lists (shared/reference/pgbouncer-admin-columns.md).
@@ -96,14 +95,6 @@ const DATABASES: [&str; 13] = [
     "disabled",
 ];
 
-fn users() -> String {
-    format!(
-        "{}\n[[users]]\nname = \"{ADMIN}\"\npassword = \"{ADMIN_PASSWORD}\"\ndatabase = \"pgdog\"\n\
-         server_user = \"pgdog\"\nserver_password = \"pgdog\"\n",
-        default_users()
-    )
-}
-
 /// `pgdog.toml` for the shared cluster: `general` lines in `[general]`,
 /// `tables` (pools, `[admin]`, `[metrics]`, ...) after it.
 fn config(general: &str, tables: &str) -> String {
@@ -111,7 +102,7 @@ fn config(general: &str, tables: &str) -> String {
 }
 
 fn start(general: &str, tables: &str) -> RouterProcess {
-    RouterProcess::start(&config(general, tables), &users())
+    RouterProcess::start(&config(general, tables), &users_with_admin())
 }
 
 async fn connect(port: u16, user: &str, password: &str, db: &str) -> Result<Client, tokio_postgres::Error> {
@@ -282,7 +273,7 @@ async fn metric_prefix_comes_from_config() {
 #[tokio::test(flavor = "multi_thread")]
 async fn query_cache_hits_grow_with_repeated_reads() {
     let base = config("", "[query_routing]\nread_write_split = true\nquery_cache_size = 500\n");
-    let router = RouterProcess::start_with_env(&base, &users(), &[("PGDOG_API_TOKEN", TOKEN)]);
+    let router = RouterProcess::start_with_env(&base, &users_with_admin(), &[("PGDOG_API_TOKEN", TOKEN)]);
     let admin = admin(&router).await;
     let cache = |text: &str, what: &str| sample(text, &format!("orochi_pgdog_query_cache_{what}"), &[]);
 
@@ -457,9 +448,9 @@ async fn admin_refusals_have_sqlstates() {
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_reload_keeps_old_config_on_error() {
     let base = config("", "");
-    let router = RouterProcess::start(&base, &users());
+    let router = RouterProcess::start(&base, &users_with_admin());
     let admin = admin(&router).await;
-    router.write_users(&format!("{}\n[[users]]\nname = \"broken\"\n", users()));
+    router.write_users(&format!("{}\n[[users]]\nname = \"broken\"\n", users_with_admin()));
     let err = admin.simple_query("RELOAD").await.expect_err("broken users.toml");
     let (code, message, _) = db_error(&err);
     assert_eq!(code, "F0000");
@@ -470,7 +461,7 @@ async fn admin_reload_keeps_old_config_on_error() {
     router.write_users(&format!(
         "{}\n[[users]]\nname = \"newuser\"\npassword = \"newpass\"\ndatabase = \"pgdog\"\n\
          server_user = \"pgdog\"\nserver_password = \"pgdog\"\n",
-        users()
+        users_with_admin()
     ));
     admin.simple_query("reload;").await.expect("RELOAD");
     let new = router.connect("newuser", "newpass", "pgdog").await;
@@ -572,7 +563,7 @@ async fn api_endpoints_need_the_token() {
         "{}\n[[databases]]\nname = \"pgdog\"\nhost = \"127.0.0.1\"\nport = {dead}\nrole = \"replica\"\n",
         config("", split)
     );
-    let router = RouterProcess::start_with_env(&cfg, &users(), &[("PGDOG_API_TOKEN", TOKEN)]);
+    let router = RouterProcess::start_with_env(&cfg, &users_with_admin(), &[("PGDOG_API_TOKEN", TOKEN)]);
     let port = router.api_port;
     for path in ["/api/v1/pools", "/api/v1/clients", "/api/v1/servers", "/api/v1/config", "/api/v1/openapi.json"] {
         assert_eq!(http_get(port, path, &[]).status, 401, "{path} without a token");
@@ -636,7 +627,7 @@ async fn api_endpoints_need_the_token() {
 #[tokio::test(flavor = "multi_thread")]
 async fn api_reload_rejects_a_broken_file_with_its_location() {
     let base = config("", "");
-    let router = RouterProcess::start_with_env(&base, &users(), &[("PGDOG_API_TOKEN", TOKEN)]);
+    let router = RouterProcess::start_with_env(&base, &users_with_admin(), &[("PGDOG_API_TOKEN", TOKEN)]);
     let auth = format!("Bearer {TOKEN}");
     router.write_config(&format!("{base}\n[pools.default]\nmax_pool_size = 0\n"));
     let resp = http(router.api_port, "POST", "/api/v1/reload", &[("Authorization", &auth)], "").expect("POST");
@@ -656,7 +647,7 @@ async fn api_reload_rejects_a_broken_file_with_its_location() {
 async fn api_reload_under_pgbench_fails_no_transaction() {
     let pools = "[pools.default]\nmax_pool_size = 2\n";
     let base = config("", pools);
-    let router = RouterProcess::start_with_env(&base, &users(), &[("PGDOG_API_TOKEN", TOKEN)]);
+    let router = RouterProcess::start_with_env(&base, &users_with_admin(), &[("PGDOG_API_TOKEN", TOKEN)]);
     let script = router.dir.path().join("txn.sql");
     std::fs::write(&script, "BEGIN;\nSELECT 1;\nSELECT pg_sleep(0.002);\nCOMMIT;\n").expect("script");
     let port = router.port;
@@ -675,7 +666,7 @@ async fn api_reload_under_pgbench_fails_no_transaction() {
     router.write_users(&format!(
         "{}\n[[users]]\nname = \"added\"\npassword = \"addedpw\"\ndatabase = \"pgdog\"\n\
          server_user = \"pgdog\"\nserver_password = \"pgdog\"\n",
-        users()
+        users_with_admin()
     ));
     let auth = format!("Bearer {TOKEN}");
     let resp = http(router.api_port, "POST", "/api/v1/reload", &[("Authorization", &auth)], "").expect("POST");
@@ -705,7 +696,7 @@ async fn reload_adding_and_removing_a_replica_keeps_clients() {
     );
     assert!(full.contains(&replica), "{full}");
     let primary_only = full.replace(&replica, "");
-    let router = RouterProcess::start(&primary_only, &users());
+    let router = RouterProcess::start(&primary_only, &users_with_admin());
     let admin = admin(&router).await;
     let clients: Vec<Client> = connect_many(&router, 5).await;
     for (i, c) in clients.iter().enumerate() {
@@ -749,7 +740,7 @@ async fn readyz_reports_unreachable_primary_and_draining() {
         free_port(),
         free_port()
     );
-    let router = RouterProcess::start(&cfg, &users());
+    let router = RouterProcess::start(&cfg, &users_with_admin());
     let resp = http_get(router.api_port, "/readyz", &[]);
     assert_eq!(resp.status, 503, "{}", resp.body);
     assert!(resp.json()["reason"].as_str().unwrap_or("").contains(&dead.to_string()), "{}", resp.body);
@@ -944,7 +935,7 @@ fn config_with_ports(admin: u16, metrics: u16, api: u16, general: &str) -> Strin
 async fn reload_moves_admin_metrics_and_api_listeners() {
     let (admin1, metrics1, api1) = (free_port(), free_port(), free_port());
     let base = config_with_ports(admin1, metrics1, api1, "");
-    let router = RouterProcess::start_with_env(&base, &users(), &[("PGDOG_API_TOKEN", TOKEN)]);
+    let router = RouterProcess::start_with_env(&base, &users_with_admin(), &[("PGDOG_API_TOKEN", TOKEN)]);
     assert_eq!((router.admin_port, router.api_port), (admin1, api1));
     let admin = admin(&router).await;
 
@@ -980,7 +971,7 @@ async fn reload_moves_admin_metrics_and_api_listeners() {
 async fn reload_to_a_taken_port_keeps_the_old_listener_and_config() {
     let (admin1, metrics1, api1) = (free_port(), free_port(), free_port());
     let base = config_with_ports(admin1, metrics1, api1, "");
-    let router = RouterProcess::start_with_env(&base, &users(), &[("PGDOG_API_TOKEN", TOKEN)]);
+    let router = RouterProcess::start_with_env(&base, &users_with_admin(), &[("PGDOG_API_TOKEN", TOKEN)]);
     let admin = admin(&router).await;
     // Someone else holds the port the new configuration asks for.
     let blocker = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a blocker");
@@ -1024,7 +1015,7 @@ async fn reload_changes_the_log_level() {
     let (admin1, metrics1, api1) = (free_port(), free_port(), free_port());
     let at = |level: &str| config_with_ports(admin1, metrics1, api1, &format!("log_level = \"{level}\""));
     // An empty PGDOG_LOG_LEVEL leaves the level to the file.
-    let router = RouterProcess::start_with_env(&at("info"), &users(), &[("PGDOG_LOG_LEVEL", "")]);
+    let router = RouterProcess::start_with_env(&at("info"), &users_with_admin(), &[("PGDOG_LOG_LEVEL", "")]);
     let admin = admin(&router).await;
     scalar(&app(&router).await, "SELECT 1").await;
     // "client logged in" is a debug event.

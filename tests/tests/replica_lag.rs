@@ -13,21 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgdog_tests::{default_users, free_port, http_get, router_config, shared_cluster, wait_until, RouterProcess};
+use pgdog_tests::{free_port, http_get, router_config, shared_cluster, wait_until, RouterProcess};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 const DEADLINE: Duration = Duration::from_secs(20);
-const ADMIN: &str = "pgdog_admin";
-const ADMIN_PASSWORD: &str = "admin-secret";
+use pgdog_tests::{users_with_admin, ADMIN_PASSWORD, ADMIN_USER as ADMIN};
 const ON_REPLICA: &str = "SELECT pg_is_in_recovery()";
-
-fn users() -> String {
-    format!(
-        "{}\n[[users]]\nname = \"{ADMIN}\"\npassword = \"{ADMIN_PASSWORD}\"\ndatabase = \"pgdog\"\n\
-         server_user = \"pgdog\"\nserver_password = \"pgdog\"\n",
-        default_users()
-    )
-}
 
 fn start(fallback: &str) -> RouterProcess {
     let mut config = router_config(
@@ -43,7 +34,7 @@ fn start(fallback: &str) -> RouterProcess {
          health_check_timeout_ms = 1000\nmax_replica_lag = 500\nban_time_ms = 1000\n\
          replica_fallback = \"{fallback}\"\n"
     ));
-    RouterProcess::start(&config, &users())
+    RouterProcess::start(&config, &users_with_admin())
 }
 
 async fn connect(port: u16, user: &str, password: &str, db: &str) -> Client {
