@@ -388,6 +388,20 @@ mod tests {
     }
 
     #[test]
+    fn hosts_per_database_are_capped() {
+        let max = crate::backend::topology::MAX_HOSTS;
+        let hosts = |n: usize| {
+            (0..n)
+                .map(|i| format!("[[databases]]\nname = \"d\"\nhost = \"h{i}\"\nrole = \"replica\"\n"))
+                .collect::<String>()
+        };
+        parse(&hosts(max), "").expect("MAX_HOSTS hosts are fine");
+        let err = parse(&hosts(max + 1), "").expect_err("one more").to_string();
+        assert!(err.contains(&format!("databases[{max}].host")), "{err}");
+        assert!(err.contains(&format!("more than {max} hosts")), "{err}");
+    }
+
+    #[test]
     fn key_absent_from_file_points_at_its_table() {
         // max_pool_size keeps its default (20); the culprit is the table.
         let err = parse("[general]\nport = 7000\n\n[pools.default]\nmin_pool_size = 30\n", "").unwrap_err();
