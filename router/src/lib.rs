@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod clock;
 pub mod config;
 pub mod fasthash;
 pub mod frontend;

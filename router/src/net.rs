@@ -32,6 +32,74 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Reads what the socket has into the spare capacity of `buf` (which
+    /// must have some). The pump's read: for plain TCP, the attempt comes
+    /// first and readiness is only asked for after `WouldBlock`, so a read
+    /// that finds data skips the waker registration and tokio's task budget
+    /// (the pump keeps its own; see `session::PUMP_BUDGET`).
+    #[inline]
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut bytes::BytesMut) -> Poll<io::Result<usize>> {
+        let Stream::Plain(tcp) = self else {
+            return tokio_util::io::poll_read_buf(Pin::new(self), cx, buf);
+        };
+        let room = buf.capacity() - buf.len();
+        loop {
+            match tcp.try_read_buf(buf) {
+                Ok(n) => {
+                    // Edge-triggered epoll: a read that did not fill the
+                    // room drained the socket, so the next one would only
+                    // find EAGAIN. Forget the readiness instead of paying a
+                    // syscall to learn that (tokio's own poll_read does so).
+                    if n > 0 && n < room {
+                        forget_readiness(tcp, tokio::io::Interest::READABLE);
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match tcp.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => continue,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                },
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Writes what the socket takes of `data`; see [`Stream::poll_recv`].
+    #[inline]
+    pub fn poll_send(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let Stream::Plain(tcp) = self else {
+            return Pin::new(self).poll_write(cx, data);
+        };
+        loop {
+            match tcp.try_write(data) {
+                Ok(n) => {
+                    // A short write means the send buffer is full.
+                    if n > 0 && n < data.len() {
+                        forget_readiness(tcp, tokio::io::Interest::WRITABLE);
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match tcp.poll_write_ready(cx) {
+                    Poll::Ready(Ok(())) => continue,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                },
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// Clears the readiness tokio recorded for `interest`, as a `WouldBlock`
+/// from the socket would: until the next epoll event, `try_*` calls return
+/// `WouldBlock` without a syscall and `poll_*_ready` registers the waker.
+#[inline]
+fn forget_readiness(tcp: &TcpStream, interest: tokio::io::Interest) {
+    let _ = tcp.try_io(interest, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+}
+
 impl AsyncRead for Stream {
     #[inline]
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {

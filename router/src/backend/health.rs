@@ -333,7 +333,7 @@ async fn check(
             options.timeout = timeout;
             // Operators (and pg_stat_activity) can tell it from pooled connections.
             options.application_name = APPLICATION_NAME;
-            match Server::connect(&pool.target, password.as_deref(), &options).await {
+            match crate::backend::server::Conn::connect(&pool.target, password.as_deref(), &options).await {
                 Ok(s) => s,
                 Err(e) => return (None, Err(Failure::of(&e))),
             }

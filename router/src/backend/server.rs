@@ -2,9 +2,9 @@
 //! router's own housekeeping queries on it, and keeping the session settings
 //! a client expects in force on it.
 
+use crate::clock::{self, Tick};
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use rustls::pki_types::ServerName;
@@ -76,8 +76,10 @@ impl From<frame::FrameError> for ServerError {
     }
 }
 
-/// An open, authenticated server connection.
-pub type Server = Conn<Stream>;
+/// An open, authenticated server connection. Boxed: it changes hands on
+/// every transaction (pool, session, pool), and moving a pointer is cheaper
+/// than moving the few hundred bytes of its state each time.
+pub type Server = Box<Conn<Stream>>;
 
 /// A server connection's socket and what it knows about itself. Generic
 /// over the socket so the same state can sit around a registered stream
@@ -93,8 +95,8 @@ pub struct Conn<S> {
     pub params: Vec<(String, String)>,
     /// Id of the client startup parameters in force (0: the connection's own).
     pub applied: StartupParams,
-    pub created: Instant,
-    pub last_used: Instant,
+    pub created: Tick,
+    pub last_used: Tick,
     /// Set when the connection must not be reused (I/O error, protocol
     /// desync, FATAL from the server).
     pub broken: bool,
@@ -107,7 +109,7 @@ pub struct Conn<S> {
     pub statements: ServerStatements,
 }
 
-impl Server {
+impl Conn<Stream> {
     /// Opens a connection: resolves the host now (Kubernetes service names
     /// move), TCP, optional TLS, startup and authentication, until ReadyForQuery.
     pub async fn connect(
@@ -146,20 +148,20 @@ impl Server {
             &[("user", &target.user), ("database", &target.database), ("application_name", options.application_name)],
         );
         stream.write_all(&out).await?;
-        let mut server = Server {
+        let mut server = Box::new(Conn {
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
             pid: 0,
             secret: 0,
             params: Vec::new(),
             applied: StartupParams::default(),
-            created: Instant::now(),
-            last_used: Instant::now(),
+            created: Tick::now(),
+            last_used: Tick::now(),
             broken: false,
             status: b'I',
             addr: peer,
             statements: ServerStatements::default(),
-        };
+        });
         server.authenticate(&target.user, password).await?;
         Ok(server)
     }
@@ -350,12 +352,16 @@ impl Server {
     /// within `check_delay`, and nothing arrived from the server since (no
     /// bytes buffered, the socket not readable). Costs no system call: the
     /// event loop already knows whether the socket turned readable.
-    pub fn ready_without_check(&self, check_delay: std::time::Duration, now: Instant) -> bool {
-        if now.saturating_duration_since(self.last_used) >= check_delay || !self.buf.is_empty() {
+    /// `check_delay` is in nanoseconds (`crate::clock::nanos`).
+    pub fn ready_without_check(&self, check_delay: u64, now: Tick) -> bool {
+        if clock::reached(now, self.last_used, check_delay) || !self.buf.is_empty() {
             return false;
         }
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        self.stream.tcp().poll_read_ready(&mut cx).is_pending()
+        // `try_io` runs its closure only if the event loop recorded
+        // readiness (data, or the peer closing) since the last read found
+        // the socket empty; the closure does nothing, so this asks without
+        // a system call and without disturbing the registered waker.
+        self.stream.tcp().try_io(tokio::io::Interest::READABLE, || Ok(())).is_err()
     }
 
     /// Whether the server sent anything, or closed, while the connection
@@ -381,7 +387,7 @@ impl Server {
                 Ok(socket) => Detach::Moved(Detached(conn.swap_stream(socket).1)),
                 Err(_) => Detach::Lost,
             },
-            stream => Detach::Pinned(conn.swap_stream(stream).1),
+            stream => Detach::Pinned(Box::new(conn.swap_stream(stream).1)),
         }
     }
 
@@ -451,7 +457,7 @@ impl Detached {
                 }
             }
         }
-        Ok(conn.swap_stream(Stream::Plain(TcpStream::from_std(socket)?)).1)
+        Ok(Box::new(conn.swap_stream(Stream::Plain(TcpStream::from_std(socket)?)).1))
     }
 }
 

@@ -57,7 +57,7 @@ pub async fn handle_client(worker: Rc<Worker>, tcp: TcpStream, peer: SocketAddr)
     session.set_span(span);
     // `run` borrows the session: an async fn taking it by value would store
     // it twice in its state (rust-lang/rust#62958).
-    session.run(bound.map(Box::new)).await;
+    session.run(bound).await;
 }
 
 /// Negotiation, authentication, pool choice and greeting. Returns the

@@ -13,14 +13,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::backend::params::StartupParams;
 use crate::backend::pool::{Pool, PoolError};
 use crate::backend::server::Server;
+use crate::clock::Tick;
 use crate::config::PoolMode;
 use crate::net::Stream;
 use crate::protocol::backend::{self as be, ErrorFields, Severity};
@@ -51,6 +52,10 @@ const CLIENT_INSPECT_STATEMENTS: TagSet = TagSet::new(b"XQPBDC");
 const SERVER_INSPECT: TagSet = TagSet::new(b"ZE13");
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
+/// Passes through the pump's loop before it lets the other tasks of its
+/// worker run (tokio's own budget is 128 socket operations; a pass makes
+/// up to four).
+const PUMP_BUDGET: u32 = 32;
 /// Idle read buffers a worker keeps for reuse: enough for the requests in
 /// flight at once on one thread, not so many that they pin much memory.
 const SPARE_BUFFERS: usize = 64;
@@ -294,9 +299,9 @@ impl Session {
     /// allocation; the rest of the work of a request (waiting for a
     /// checkout, applying settings, refusals) runs in a boxed future that
     /// exists only while needed, keeping idle clients at a few hundred bytes.
-    pub async fn run(&mut self, bound: Option<Box<Server>>) {
+    pub async fn run(&mut self, bound: Option<Server>) {
         if let Some(server) = bound {
-            if !Box::pin(self.serve(*server)).await {
+            if !Box::pin(self.serve(server)).await {
                 return;
             }
         }
@@ -319,7 +324,7 @@ impl Session {
                 Ok(()) => {
                     // One reading of the clock times the request and
                     // checks the idle connection.
-                    let now = Instant::now();
+                    let now = Tick::now();
                     match self.pool.checkout_now_at(now) {
                         Some(server) if server.applied == self.params => {
                             self.stats.request_starts(now);
@@ -433,29 +438,34 @@ impl Session {
                 // without one. (TLS may hold decrypted bytes the socket no
                 // longer shows, so TLS sessions keep theirs.)
                 give_buffer(std::mem::take(&mut self.cbuf));
-                let ready = tokio::select! {
-                    biased;
-                    r = self.client.tcp().readable() => r,
-                    _ = self.stop.wait() => { self.shutting_down = true; continue; }
-                };
-                if ready.is_err() {
-                    return false;
+                let ready = std::future::poll_fn(|cx| match self.client.tcp().poll_read_ready(cx) {
+                    Poll::Ready(r) => Poll::Ready(Some(r)),
+                    Poll::Pending if self.poll_stop(cx) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                })
+                .await;
+                match ready {
+                    None => {
+                        self.shutting_down = true;
+                        continue;
+                    }
+                    Some(Err(_)) => return false,
+                    Some(Ok(())) => {}
                 }
                 self.cbuf = take_buffer();
             }
-            if self.cbuf.capacity() - self.cbuf.len() < 1024 {
-                self.cbuf.reserve(READ_CHUNK);
-            }
-            let read = tokio::select! {
-                // The read first: it is usually ready, and then the stop
-                // wait is never even registered.
-                biased;
-                r = tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.cbuf) => r,
-                _ = self.stop.wait() => { self.shutting_down = true; continue; }
-            };
+            // The read first: it is usually ready, and then the stop wait
+            // is not even looked at.
+            let read = std::future::poll_fn(|cx| match poll_read_into(&mut self.client, &mut self.cbuf, cx) {
+                Poll::Ready(r) => Poll::Ready(Some(r)),
+                Poll::Pending if self.poll_stop(cx) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            })
+            .await;
             match read {
-                Ok(0) | Err(_) => return false,
-                Ok(_) => {}
+                None => self.shutting_down = true,
+                Some(Ok(0) | Err(_)) => return false,
+                Some(Ok(_)) => {}
             }
         }
     }
@@ -586,7 +596,7 @@ impl Session {
                 self.pool.checkin(server);
             } else {
                 // The ReadyForQuery that released it was just timed.
-                let now = self.stats.last_ready().unwrap_or_else(Instant::now);
+                let now = self.stats.last_ready().unwrap_or_else(Tick::now);
                 self.pool.checkin_at(server, now);
             }
             return true;
@@ -891,7 +901,16 @@ impl Session {
         // event loop records readiness only between polls), and its waker
         // is registered: asking it again in this poll would only cost.
         let mut blocked = Blocked::default();
+        let mut turns = 0;
         loop {
+            // The sockets' fast paths skip tokio's task budget: a pump that
+            // always finds data (a long COPY, a big result) yields here, so
+            // the other sessions on this worker keep being served.
+            turns += 1;
+            if turns > PUMP_BUDGET {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             let mut progress = false;
 
             // Client → server.
@@ -901,7 +920,7 @@ impl Session {
                 }
             }
             if self.c_out_pos < self.c_out.len() && !blocked.server_write {
-                match Pin::new(&mut server.stream).poll_write(cx, &self.c_out[self.c_out_pos..]) {
+                match server.stream.poll_send(cx, &self.c_out[self.c_out_pos..]) {
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(self.server_gone(Some("server closed the connection".into())))
                     }
@@ -924,7 +943,7 @@ impl Session {
                 self.c_consumed = 0;
             }
             if self.c_ready > 0 && !blocked.server_write {
-                match Pin::new(&mut server.stream).poll_write(cx, &self.cbuf[..self.c_ready]) {
+                match server.stream.poll_send(cx, &self.cbuf[..self.c_ready]) {
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(self.server_gone(Some("server closed the connection".into())))
                     }
@@ -955,7 +974,7 @@ impl Session {
                 }
             }
             if self.s_out_pos < self.s_out.len() && !blocked.client_write {
-                match Pin::new(&mut self.client).poll_write(cx, &self.s_out[self.s_out_pos..]) {
+                match self.client.poll_send(cx, &self.s_out[self.s_out_pos..]) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Outcome::ClientGone),
                     Poll::Ready(Ok(n)) => {
                         self.stats.sent(n);
@@ -973,7 +992,7 @@ impl Session {
                 self.s_assembling = false;
             }
             if self.s_ready > 0 && !blocked.client_write {
-                match Pin::new(&mut self.client).poll_write(cx, &server.buf[..self.s_ready]) {
+                match self.client.poll_send(cx, &server.buf[..self.s_ready]) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Outcome::ClientGone),
                     Poll::Ready(Ok(n)) => {
                         self.stats.sent(n);
@@ -1001,7 +1020,17 @@ impl Session {
                 continue;
             }
 
-            // Reads.
+            // Reads, the server's first: a woken pump is usually woken by a
+            // reply, and a reply that completes the request releases the
+            // server before the client's socket needs asking.
+            if self.server_idle_to_scan() && !blocked.server_read {
+                match poll_read_into(&mut server.stream, &mut server.buf, cx) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(self.server_gone(None)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(self.server_gone(Some(e.to_string()))),
+                    Poll::Ready(Ok(_)) => continue,
+                    Poll::Pending => blocked.server_read = true,
+                }
+            }
             if self.client_idle_to_scan() && !blocked.client_read {
                 match poll_read_into(&mut self.client, &mut self.cbuf, cx) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Outcome::ClientGone),
@@ -1010,14 +1039,6 @@ impl Session {
                         self.idle_timer = None;
                     }
                     Poll::Pending => blocked.client_read = true,
-                }
-            }
-            if self.server_idle_to_scan() && !blocked.server_read {
-                match poll_read_into(&mut server.stream, &mut server.buf, cx) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(self.server_gone(None)),
-                    Poll::Ready(Err(e)) => return Poll::Ready(self.server_gone(Some(e.to_string()))),
-                    Poll::Ready(Ok(_)) => progress = true,
-                    Poll::Pending => blocked.server_read = true,
                 }
             }
             if progress {
@@ -1047,8 +1068,9 @@ impl Session {
         }
     }
 
-    /// Session mode: whether the router is shutting down (registering for
-    /// the wake-up when it is not yet).
+    /// Whether the router is shutting down, registering for the wake-up
+    /// when it is not yet. The registration lasts as long as the session
+    /// (re-registering at every idle wait costs on every request).
     fn poll_stop(&mut self, cx: &mut Context<'_>) -> bool {
         if self.stop.is_stopped() {
             return true;
@@ -1073,15 +1095,11 @@ struct Blocked {
 }
 
 /// Reads what the socket has into the spare capacity of `buf`.
-fn poll_read_into<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut BytesMut,
-    cx: &mut Context<'_>,
-) -> Poll<std::io::Result<usize>> {
+fn poll_read_into(stream: &mut Stream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(READ_CHUNK);
     }
-    tokio_util::io::poll_read_buf(Pin::new(stream), cx, buf)
+    stream.poll_recv(cx, buf)
 }
 
 /// Whether a simple query ends a transaction (ROLLBACK, ABORT, COMMIT, END):

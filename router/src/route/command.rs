@@ -142,32 +142,55 @@ pub fn commands(sql: &[u8]) -> Commands<'_> {
 /// [`Command::Other`]. If it returns true, [`commands`] yields only `Other`;
 /// it may return false for text that turns out plain.
 ///
-/// Without allocating, in a few vectorised scans (the pooler calls this for
-/// every query, so it must cost tens of instructions, not hundreds): no `;`
-/// but a trailing one (so one statement), no `advisory` anywhere (so no
+/// Without allocating, in one pass over the text (the pooler calls this for
+/// every query, so it must cost a few instructions per byte): no `;` but a
+/// trailing one (so one statement), no `advisory` anywhere (so no
 /// advisory-lock call), a first keyword that only starts plain statements,
 /// and for SELECT and WITH no `temp` anywhere (so no `SELECT ... INTO TEMP`).
 pub fn is_plain(sql: &[u8]) -> bool {
-    // One scan for the end of the text (its NUL) and for a `;`.
-    let (sql, end) = match memchr::memchr2(0, b';', sql) {
-        None => (sql, sql.len()),
-        Some(i) if sql[i] == 0 => (&sql[..i], i),
-        Some(i) => {
-            let rest = &sql[i + 1..];
-            let text_end = i + 1 + memchr::memchr(0, rest).unwrap_or(rest.len());
-            // A trailing `;` (pgbench and many drivers end every query
-            // with one) ends the only statement; any other may start a
-            // second.
-            if !sql[i + 1..text_end].iter().all(|c| c.is_ascii_whitespace()) {
-                return false;
+    // The text ends at its NUL; only the bytes `LOOK` marks need a look.
+    // Eight bytes at a time, a word with none of them is passed over with a
+    // few integer operations; a word with one is looked at byte by byte.
+    let mut end = sql.len();
+    let mut semi = None;
+    let mut temp = false;
+    let mut i = 0;
+    'scan: while i < sql.len() {
+        if let Some(word) = sql.get(i..i + 8) {
+            let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            if !any_marked_byte(w) {
+                i += 8;
+                continue;
             }
-            (&sql[..text_end], i)
         }
-    };
-    if contains_ignore_case(sql, b'v', b"advisory", 2) {
-        return false;
+        let stop = (i + 8).min(sql.len());
+        while i < stop {
+            match LOOK[usize::from(sql[i])] {
+                LOOK_NONE => {}
+                LOOK_NUL => {
+                    end = i;
+                    break 'scan;
+                }
+                LOOK_SEMI => semi = semi.or(Some(i)),
+                // The third letter of `advisory` and of `temp`.
+                LOOK_V => {
+                    if word_at(sql, i, 2, b"advisory") {
+                        return false;
+                    }
+                }
+                _ => temp = temp || word_at(sql, i, 2, b"temp"),
+            }
+            i += 1;
+        }
     }
-    let temp = contains_ignore_case(sql, b'm', b"temp", 2);
+    let sql = &sql[..end];
+    let end = match semi {
+        // A trailing `;` (pgbench and many drivers end every query with
+        // one) ends the only statement; any other may start a second.
+        Some(i) if !sql[i + 1..].iter().all(|c| c.is_ascii_whitespace()) => return false,
+        Some(i) => i,
+        None => end,
+    };
     let mut lex = Lexer { sql: sql.get(..end).unwrap_or_default(), pos: 0 };
     let mut parenthesised = false;
     let first = loop {
@@ -685,13 +708,47 @@ fn do_block<'a>(lex: &mut Lexer<'a>) -> Command<'a> {
 /// Whether `word` occurs in `text`, ignoring ASCII case: a vectorised
 /// search for its rare letter `pivot` (either case), which sits at
 /// `offset` in `word`, then a comparison around each hit.
-fn contains_ignore_case(text: &[u8], pivot: u8, word: &[u8], offset: usize) -> bool {
-    memchr::memchr2_iter(pivot.to_ascii_lowercase(), pivot.to_ascii_uppercase(), text).any(|at| {
-        at.checked_sub(offset)
-            .and_then(|start| text.get(start..start + word.len()))
-            .is_some_and(|w| w.eq_ignore_ascii_case(word))
-    })
+/// Whether `word` (lowercase) starts `offset` bytes before `at`, in any case.
+#[inline]
+fn word_at(text: &[u8], at: usize, offset: usize, word: &[u8]) -> bool {
+    at.checked_sub(offset)
+        .and_then(|start| text.get(start..start + word.len()))
+        .is_some_and(|w| w.eq_ignore_ascii_case(word))
 }
+
+/// Whether a word of eight text bytes may hold a byte `LOOK` marks: NUL,
+/// `;`, `v`/`V` or `m`/`M` (and, harmlessly, a few others: ESC folds to
+/// `;`, and a byte above a match may show as one).
+#[inline]
+fn any_marked_byte(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    // Setting bit 5 folds upper-case letters to lower case; `;` has it set.
+    let folded = w | (ONES * 0x20);
+    zero(w)
+        | zero(folded ^ (ONES * u64::from(b';')))
+        | zero(folded ^ (ONES * u64::from(b'v')))
+        | zero(folded ^ (ONES * u64::from(b'm')))
+        != 0
+}
+
+/// What [`is_plain`] does with a byte: most bytes, nothing.
+const LOOK_NONE: u8 = 0;
+const LOOK_NUL: u8 = 1;
+const LOOK_SEMI: u8 = 2;
+const LOOK_V: u8 = 3;
+const LOOK_M: u8 = 4;
+static LOOK: [u8; 256] = {
+    let mut t = [LOOK_NONE; 256];
+    t[0] = LOOK_NUL;
+    t[b';' as usize] = LOOK_SEMI;
+    t[b'v' as usize] = LOOK_V;
+    t[b'V' as usize] = LOOK_V;
+    t[b'm' as usize] = LOOK_M;
+    t[b'M' as usize] = LOOK_M;
+    t
+};
 
 /// Why a name cannot be reported.
 enum NameError {

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::clock::Tick;
 
 use crate::backend::pool::{PoolKey, PoolShared};
 
@@ -80,9 +82,9 @@ impl Activity {
     /// A request started at `at` (an instant the caller has read anyway;
     /// converted to wall-clock time without another clock read).
     #[inline]
-    pub fn request_started(&self, at: Instant) {
+    pub fn request_started(&self, at: Tick) {
         let (anchor, anchor_us) = wall_anchor();
-        let us = anchor_us + at.saturating_duration_since(*anchor).as_micros() as u64;
+        let us = anchor_us + at.micros_since(*anchor);
         self.request_us.store(us, Ordering::Relaxed);
     }
 
@@ -99,11 +101,11 @@ impl Default for Activity {
 
 /// One instant and the wall-clock time at it (µs since the Unix epoch), read
 /// once per process: instants become wall-clock times by offset.
-fn wall_anchor() -> &'static (Instant, u64) {
-    static ANCHOR: OnceLock<(Instant, u64)> = OnceLock::new();
+fn wall_anchor() -> &'static (Tick, u64) {
+    static ANCHOR: OnceLock<(Tick, u64)> = OnceLock::new();
     ANCHOR.get_or_init(|| {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        (Instant::now(), now)
+        (Tick::now(), now)
     })
 }
 
@@ -167,7 +169,7 @@ mod tests {
         assert_eq!(a.state().name(), "waiting");
         a.set_state(ClientState::Active);
         assert_eq!(a.state().name(), "active");
-        a.request_started(Instant::now());
+        a.request_started(Tick::now());
         let later = a.request_time().duration_since(connected).unwrap();
         assert!(later >= Duration::from_secs(59), "{later:?}");
         // Within a generous bound of the wall clock (no speed assumption).

@@ -3,9 +3,9 @@
 //! ReadyForQuery arrives), bytes both ways, error replies, and with
 //! `log_queries` the text of each query for its log line.
 
+use crate::clock::Tick;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::backend::pool::WorkerShare;
 
@@ -20,9 +20,9 @@ const LOGGED_QUEUE: usize = 64;
 pub struct SessionStats {
     share: Arc<WorkerShare>,
     /// When the oldest unanswered request started.
-    query_start: Option<Instant>,
+    query_start: Option<Tick>,
     /// When the current transaction's first request started.
-    xact_start: Option<Instant>,
+    xact_start: Option<Tick>,
     /// Present only with `log_queries`: the pool's name and pending texts.
     log: Option<Box<QueryLog>>,
     /// The client's SHOW CLIENTS entry: state and latest request time.
@@ -31,7 +31,7 @@ pub struct SessionStats {
     /// waited for a server): its first message does not restamp it.
     stamped: bool,
     /// The clock at the last ReadyForQuery.
-    last_ready: Option<Instant>,
+    last_ready: Option<Tick>,
 }
 
 struct QueryLog {
@@ -77,7 +77,7 @@ impl SessionStats {
     /// The client's request waits for a server (the slow path): its start
     /// is stamped now, so SHOW CLIENTS can say since when it waits.
     pub fn client_waiting(&mut self) {
-        self.activity.request_started(Instant::now());
+        self.activity.request_started(Tick::now());
         self.activity.set_state(ClientState::Waiting);
         self.stamped = true;
     }
@@ -85,13 +85,13 @@ impl SessionStats {
     /// A request is about to be served on a server that was ready at once:
     /// its clocks start at `now`, the reading the checkout used.
     #[inline]
-    pub fn request_starts(&mut self, now: Instant) {
+    pub fn request_starts(&mut self, now: Tick) {
         if self.query_start.is_none() {
             self.stamp(now);
         }
     }
 
-    fn stamp(&mut self, now: Instant) {
+    fn stamp(&mut self, now: Tick) {
         if !std::mem::take(&mut self.stamped) {
             self.activity.request_started(now);
         }
@@ -104,7 +104,7 @@ impl SessionStats {
     /// When the last ReadyForQuery was timed: a reading of the clock for
     /// the server's check-in right after it.
     #[inline]
-    pub fn last_ready(&self) -> Option<Instant> {
+    pub fn last_ready(&self) -> Option<Tick> {
         self.last_ready
     }
 
@@ -117,7 +117,7 @@ impl SessionStats {
             return;
         }
         if self.query_start.is_none() {
-            self.stamp(Instant::now());
+            self.stamp(Tick::now());
         }
         if let Some(log) = self.log.as_mut() {
             log.capture(tag, bytes);
@@ -128,11 +128,11 @@ impl SessionStats {
     /// is how many requests are still unanswered after it.
     #[inline]
     pub fn on_ready(&mut self, status: u8, pending: u32, server_pid: i32) {
-        let now = Instant::now();
+        let now = Tick::now();
         self.last_ready = Some(now);
         let stats = &self.share.stats;
         if let Some(start) = self.query_start.take() {
-            let us = now.saturating_duration_since(start).as_micros() as u64;
+            let us = now.micros_since(start);
             stats.record_query(us);
             if let Some(log) = self.log.as_mut() {
                 let text = log.texts.pop_front().unwrap_or_default();
@@ -146,7 +146,7 @@ impl SessionStats {
         if status == b'I' {
             if let Some(start) = self.xact_start.take() {
                 bump(&stats.transactions, 1);
-                bump(&stats.transaction_us, now.saturating_duration_since(start).as_micros() as u64);
+                bump(&stats.transaction_us, now.micros_since(start));
             }
             if pending > 0 {
                 self.xact_start = Some(now);

@@ -9,6 +9,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clock::{self, Tick};
+
 use tokio::sync::oneshot;
 
 use super::{now_us, PoolError, PoolShared, WorkerShare, FAIRNESS_SLACK_US};
@@ -27,11 +29,13 @@ struct Waiter {
 struct LocalSettings {
     generation: u64,
     checkout_timeout: Duration,
-    lifetime: Option<Duration>,
-    check_delay: Duration,
+    /// `server_lifetime_ms` in nanoseconds (`crate::clock::nanos`).
+    lifetime: Option<u64>,
+    /// `server_check_delay_ms` in nanoseconds.
+    check_delay: u64,
     paused: bool,
     /// Connections opened before this are recycled (admin RECONNECT).
-    reconnect_before: Option<Instant>,
+    reconnect_before: Option<Tick>,
 }
 
 /// The other workers' shares, as of one `shares_version`.
@@ -77,7 +81,7 @@ impl Pool {
                 generation: 0,
                 checkout_timeout: Duration::ZERO,
                 lifetime: None,
-                check_delay: Duration::ZERO,
+                check_delay: 0,
                 paused: false,
                 reconnect_before: None,
             }),
@@ -99,8 +103,9 @@ impl Pool {
         *self.local.borrow_mut() = LocalSettings {
             generation,
             checkout_timeout: Duration::from_millis(settings.checkout_timeout_ms),
-            lifetime: (settings.server_lifetime_ms > 0).then(|| Duration::from_millis(settings.server_lifetime_ms)),
-            check_delay,
+            lifetime: (settings.server_lifetime_ms > 0)
+                .then(|| clock::nanos(Duration::from_millis(settings.server_lifetime_ms))),
+            check_delay: clock::nanos(check_delay),
             paused: self.shared.is_paused(),
             reconnect_before: self.shared.reconnect_before.lock().ok().and_then(|r| *r),
         };
@@ -213,11 +218,11 @@ impl Pool {
     /// has waited longer on another worker. None sends the caller to
     /// [`checkout`](Self::checkout).
     pub fn checkout_now(&self) -> Option<Server> {
-        self.checkout_now_at(Instant::now())
+        self.checkout_now_at(Tick::now())
     }
 
     /// [`checkout_now`](Self::checkout_now) with the caller's reading of the clock.
-    pub fn checkout_now_at(&self, now: Instant) -> Option<Server> {
+    pub fn checkout_now_at(&self, now: Tick) -> Option<Server> {
         self.refresh();
         if self.local.borrow().paused || !self.waiters.borrow().is_empty() || self.fairer_peer(None).is_some() {
             return None;
@@ -245,7 +250,7 @@ impl Pool {
                 self.discard(server);
                 continue;
             }
-            if server.ready_without_check(self.local.borrow().check_delay, Instant::now()) {
+            if server.ready_without_check(self.local.borrow().check_delay, Tick::now()) {
                 return Some(server);
             }
             // Long idle, or the server spoke while idle (a FATAL before it
@@ -271,7 +276,7 @@ impl Pool {
                 let result = pool.open().await;
                 pool.opening.set(pool.opening.get() - 1);
                 match result {
-                    Ok(server) => pool.hand_over(server, Instant::now()),
+                    Ok(server) => pool.hand_over(server, Tick::now()),
                     Err(err) => {
                         pool.shared.release();
                         pool.shared.errors_total.fetch_add(1, Ordering::Relaxed);
@@ -295,7 +300,7 @@ impl Pool {
             .map(|c| c.clone())
             .map_err(|_| ServerError::Protocol("pool settings lock poisoned".into()))?;
         let password = self.shared.password.read().ok().and_then(|p| p.clone());
-        let server = Server::connect(&self.shared.target, password.as_deref(), &connect).await?;
+        let server = crate::backend::server::Conn::connect(&self.shared.target, password.as_deref(), &connect).await?;
         self.shared.opened_total.fetch_add(1, Ordering::Relaxed);
         self.shared.server_opened(super::ServerEntry {
             pid: server.pid,
@@ -373,7 +378,7 @@ impl Pool {
     /// Gives a usable connection to whichever client has waited longest:
     /// here, on another worker, or nobody yet (then it stays idle here).
     /// `now`: the caller's reading of the clock (the connection's last use).
-    fn hand_over(&self, mut server: Server, now: Instant) {
+    fn hand_over(&self, mut server: Server, now: Tick) {
         // Nobody waits for this pool on any worker (the common case): the
         // connection goes straight to the idle list, without the fairness
         // bookkeeping below. A client that starts waiting on another worker
@@ -393,7 +398,7 @@ impl Pool {
         self.hand_over_here(server, now);
     }
 
-    fn hand_over_here(&self, mut server: Server, now: Instant) {
+    fn hand_over_here(&self, mut server: Server, now: Tick) {
         while let Some(w) = self.pop_live_waiter() {
             match w.reply.send(Ok(server)) {
                 Ok(()) => {
@@ -415,7 +420,7 @@ impl Pool {
         while self.live_waiters() > 0 {
             let Some(server) = self.idle.borrow_mut().pop() else { return };
             sub(&self.share.idle, 1);
-            self.hand_over_here(server, Instant::now());
+            self.hand_over_here(server, Tick::now());
         }
     }
 
@@ -447,7 +452,7 @@ impl Pool {
                 // connection that spoke in transit is almost always one the
                 // server closed, so it goes rather than reaching a client.
                 Ok(server) if server.spoke_while_idle() => self.discard(server),
-                Ok(server) => self.hand_over_here(server, Instant::now()),
+                Ok(server) => self.hand_over_here(server, Tick::now()),
                 Err(e) => {
                     tracing::warn!(pool = %self.shared.key, error = %e, "adopting a server connection failed");
                     self.shared.release();
@@ -460,16 +465,16 @@ impl Pool {
     /// already made it clean (idle transaction status, session state reset)
     /// or marked it broken.
     pub fn checkin(&self, server: Server) {
-        self.checkin_at(server, Instant::now());
+        self.checkin_at(server, Tick::now());
     }
 
     /// [`checkin`](Self::checkin) with the caller's reading of the clock
     /// (a session has just read it to time the request): the hot path
     /// reads the clock once per request, not once per use.
-    pub fn checkin_at(&self, server: Server, now: Instant) {
+    pub fn checkin_at(&self, server: Server, now: Tick) {
         sub(&self.share.active, 1);
         self.refresh();
-        let expired = self.local.borrow().lifetime.is_some_and(|l| now.saturating_duration_since(server.created) >= l)
+        let expired = self.local.borrow().lifetime.is_some_and(|l| clock::reached(now, server.created, l))
             || self.outdated(&server);
         if server.broken || server.status != b'I' || expired || self.shared.is_retired() {
             self.discard(server);
@@ -603,7 +608,7 @@ async fn maintain(pool: Weak<Pool>) {
         while pool.live_waiters() == 0 && pool.fairer_peer(None).is_some() {
             let Some(server) = pool.idle.borrow_mut().pop() else { break };
             sub(&pool.share.idle, 1);
-            pool.hand_over(server, Instant::now());
+            pool.hand_over(server, Tick::now());
         }
 
         // Admin RECONNECT: idle connections opened before it go now.
@@ -631,7 +636,7 @@ async fn maintain(pool: Weak<Pool>) {
                 let result = pool.open().await;
                 pool.opening.set(pool.opening.get() - 1);
                 match result {
-                    Ok(server) => pool.hand_over(server, Instant::now()),
+                    Ok(server) => pool.hand_over(server, Tick::now()),
                     Err(err) => {
                         shared.release();
                         tracing::warn!(pool = %shared.key, error = %err, "opening a min_pool_size connection failed");

@@ -221,7 +221,7 @@ pub struct PoolShared {
     resumed: Notify,
     /// Admin RECONNECT: server connections opened before this instant are
     /// closed when next idle instead of being reused.
-    reconnect_before: Mutex<Option<Instant>>,
+    reconnect_before: Mutex<Option<crate::clock::Tick>>,
     /// Open server connections by backend pid, for SHOW SERVERS. Touched on
     /// open and close only.
     servers: Mutex<std::collections::BTreeMap<i32, ServerEntry>>,
@@ -519,7 +519,7 @@ impl PoolShared {
     /// is next idle (never under a client), and new ones replace them.
     pub fn reconnect(&self) {
         if let Ok(mut r) = self.reconnect_before.lock() {
-            *r = Some(Instant::now());
+            *r = Some(crate::clock::Tick::now());
         }
         self.generation.fetch_add(1, Ordering::Release);
         self.freed.notify_waiters();
