@@ -149,38 +149,53 @@ pub fn commands(sql: &[u8]) -> Commands<'_> {
 /// and for SELECT and WITH no `temp` anywhere (so no `SELECT ... INTO TEMP`).
 pub fn is_plain(sql: &[u8]) -> bool {
     // The text ends at its NUL; only the bytes `LOOK` marks need a look.
-    // Eight bytes at a time, a word with none of them is passed over with a
-    // few integer operations; a word with one is looked at byte by byte.
+    // Eight bytes at a time: a mask of the bytes that may be marked, then
+    // a look at just those (usually none or one per word).
     let mut end = sql.len();
     let mut semi = None;
     let mut temp = false;
-    let mut i = 0;
-    'scan: while i < sql.len() {
-        if let Some(word) = sql.get(i..i + 8) {
-            let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
-            if !any_marked_byte(w) {
-                i += 8;
-                continue;
+    let mut look = |at: usize| -> Option<bool> {
+        match LOOK[usize::from(sql[at])] {
+            LOOK_NONE => {}
+            LOOK_NUL => return Some(true),
+            LOOK_SEMI => semi = semi.or(Some(at)),
+            // The third letter of `advisory` and of `temp`.
+            LOOK_V => {
+                if word_at(sql, at, 2, b"advisory") {
+                    return Some(false);
+                }
+            }
+            _ => temp = temp || word_at(sql, at, 2, b"temp"),
+        }
+        None
+    };
+    let words = sql.chunks_exact(8);
+    let tail = words.remainder().len();
+    'scan: {
+        for (n, word) in words.enumerate() {
+            let mut marked = marked_bytes(u64::from_le_bytes(word.try_into().unwrap_or_default()));
+            while marked != 0 {
+                let at = n * 8 + (marked.trailing_zeros() / 8) as usize;
+                marked &= marked - 1;
+                match look(at) {
+                    None => {}
+                    Some(true) => {
+                        end = at;
+                        break 'scan;
+                    }
+                    Some(false) => return false,
+                }
             }
         }
-        let stop = (i + 8).min(sql.len());
-        while i < stop {
-            match LOOK[usize::from(sql[i])] {
-                LOOK_NONE => {}
-                LOOK_NUL => {
-                    end = i;
+        for at in sql.len() - tail..sql.len() {
+            match look(at) {
+                None => {}
+                Some(true) => {
+                    end = at;
                     break 'scan;
                 }
-                LOOK_SEMI => semi = semi.or(Some(i)),
-                // The third letter of `advisory` and of `temp`.
-                LOOK_V => {
-                    if word_at(sql, i, 2, b"advisory") {
-                        return false;
-                    }
-                }
-                _ => temp = temp || word_at(sql, i, 2, b"temp"),
+                Some(false) => return false,
             }
-            i += 1;
         }
     }
     let sql = &sql[..end];
@@ -716,11 +731,12 @@ fn word_at(text: &[u8], at: usize, offset: usize, word: &[u8]) -> bool {
         .is_some_and(|w| w.eq_ignore_ascii_case(word))
 }
 
-/// Whether a word of eight text bytes may hold a byte `LOOK` marks: NUL,
-/// `;`, `v`/`V` or `m`/`M` (and, harmlessly, a few others: ESC folds to
-/// `;`, and a byte above a match may show as one).
+/// In a word of eight text bytes (little-endian), the high bit of each
+/// byte that may be one `LOOK` marks: NUL, `;`, `v`/`V` or `m`/`M` (and,
+/// harmlessly, a few others: ESC folds to `;`, and a byte above a match may
+/// show as one).
 #[inline]
-fn any_marked_byte(w: u64) -> bool {
+fn marked_bytes(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
@@ -730,7 +746,6 @@ fn any_marked_byte(w: u64) -> bool {
         | zero(folded ^ (ONES * u64::from(b';')))
         | zero(folded ^ (ONES * u64::from(b'v')))
         | zero(folded ^ (ONES * u64::from(b'm')))
-        != 0
 }
 
 /// What [`is_plain`] does with a byte: most bytes, nothing.

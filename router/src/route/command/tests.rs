@@ -361,3 +361,83 @@ fn long_hostile_text() {
         let _ = is_plain(&all_bytes[start..]);
     }
 }
+
+/// `is_plain` as first written, in separate scans: the eight-bytes-at-a-time
+/// version must agree with it on every text.
+fn is_plain_by_scans(sql: &[u8]) -> bool {
+    let contains = |text: &[u8], word: &[u8], pivot: usize| {
+        (0..text.len()).any(|at| {
+            text[at].eq_ignore_ascii_case(&word[pivot])
+                && at
+                    .checked_sub(pivot)
+                    .and_then(|s| text.get(s..s + word.len()))
+                    .is_some_and(|w| w.eq_ignore_ascii_case(word))
+        })
+    };
+    let text_end = sql.iter().position(|&b| b == 0).unwrap_or(sql.len());
+    let sql = &sql[..text_end];
+    let end = match sql.iter().position(|&b| b == b';') {
+        Some(i) if !sql[i + 1..].iter().all(|c| c.is_ascii_whitespace()) => return false,
+        Some(i) => i,
+        None => sql.len(),
+    };
+    if contains(sql, b"advisory", 2) {
+        return false;
+    }
+    let temp = contains(sql, b"temp", 2);
+    let mut lex = Lexer { sql: &sql[..end], pos: 0 };
+    let mut parenthesised = false;
+    let first = loop {
+        match lex.next() {
+            Some(t) if t.kind == Kind::Open => parenthesised = true,
+            Some(t) => break t,
+            None => return false,
+        }
+    };
+    let mut buf = [0; KEYWORD_MAX];
+    match lex.keyword(first, &mut buf) {
+        Some(b"select" | b"with") => !temp,
+        Some(
+            b"insert" | b"update" | b"delete" | b"merge" | b"values" | b"table" | b"show" | b"copy" | b"fetch"
+            | b"move" | b"close" | b"notify" | b"unlisten" | b"call" | b"truncate",
+        ) => !(parenthesised && temp),
+        _ => false,
+    }
+}
+
+#[test]
+fn plain_check_agrees_with_separate_scans() {
+    let mut texts: Vec<Vec<u8>> = cases().into_iter().map(|(sql, _)| sql.to_vec()).collect();
+    texts.extend(
+        [
+            &b"SELECT abalance FROM pgbench_accounts WHERE aid = 5;"[..],
+            b"SELECT * FROM t WHERE a = 'x' AND b = 2",
+            b"INSERT INTO t VALUES (1)",
+            b"UPDATE ADVISORY SET a = 1",
+            b"select pg_Advisory_lock(1)",
+            b"SELECT * INTO TeMp t FROM x",
+            b"SELECT 1;\x1b",
+            b"SELECT 1;  \t\n",
+        ]
+        .iter()
+        .map(|s| s.to_vec()),
+    );
+    // Each text, and each with a marked byte put at every position: the
+    // word boundaries fall everywhere.
+    let marks: &[&[u8]] = &[b"\0", b";", b"v", b"M", b"temp", b"ADVISORY", b"\x01", b"\x1b"];
+    let mut checked = 0;
+    for text in &texts {
+        for at in 0..=text.len() {
+            for mark in marks {
+                let mut t = text.clone();
+                t.splice(at..at, mark.iter().copied());
+                for cut in [t.len(), t.len().saturating_sub(1), at] {
+                    let sql = &t[..cut];
+                    assert_eq!(is_plain(sql), is_plain_by_scans(sql), "{:?}", sql.escape_ascii().to_string());
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 10_000);
+}
