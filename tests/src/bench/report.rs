@@ -165,6 +165,51 @@ fn note_errors(out: &mut String, target: &str, workload: &str, cell: &Cell) {
     }
 }
 
+/// One workload direct, through the router and through the bare forwarder.
+pub struct FloorRow {
+    pub workload: String,
+    pub direct: Cell,
+    pub router: Cell,
+    pub forwarder: Cell,
+}
+
+/// The router against the floor: both ratios to direct, both CPU costs, and
+/// what the router spends beyond forwarding.
+pub fn floor_table(rows: &[FloorRow]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| workload | forwarder / direct | router / direct | forwarder CPU µs/tx | router CPU µs/tx \
+         | router − forwarder µs/tx |\n|---|--:|--:|--:|--:|--:|\n",
+    );
+    let us = |x: Option<f64>| x.map_or_else(|| "–".to_string(), |x| format!("{x:.1}"));
+    for row in rows {
+        let (f, r) = (row.forwarder.median_cpu_us(), row.router.median_cpu_us());
+        let extra = match (f, r) {
+            (Some(f), Some(r)) => format!("{:+.1}", r - f),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            row.workload,
+            ratio(&row.forwarder, &row.direct),
+            ratio(&row.router, &row.direct),
+            us(f),
+            us(r),
+            extra
+        );
+    }
+    out
+}
+
+pub fn floor_error_notes(rows: &[FloorRow]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        note_errors(&mut out, "forwarder", &row.workload, &row.forwarder);
+    }
+    out
+}
+
 /// One workload through the router on the primary alone and through the
 /// read/write-splitting router.
 pub struct SplitRow {

@@ -12,6 +12,10 @@
 //! a pooler adds to a single client, and the memory each pooler needs to
 //! hold 10,000 idle clients.
 //!
+//! The floor: a bare 1:1 TCP forwarder (no parsing, no pooling, one thread;
+//! `bench::forwarder`) runs every workload too, and a table sets the router
+//! against it. What even the forwarder cannot reach is the machine's limit.
+//!
 //! Read/write splitting: the primary has a streaming replica, and a second
 //! router with `read_write_split = true` over both runs the select-only
 //! -c10 workloads (simple and extended) in the same rounds; a table compares
@@ -32,11 +36,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use pgdog_tests::bench::forwarder::{self, Forwarder};
 use pgdog_tests::bench::idle;
 use pgdog_tests::bench::pgbench::{self, QueryMode, Script, Target, Workload};
 use pgdog_tests::bench::pgbouncer::{self, PgBouncer};
 use pgdog_tests::bench::procfs;
-use pgdog_tests::bench::report::{self, Cell, IdleNumbers, IdleResult, Row, SplitRow};
+use pgdog_tests::bench::report::{self, Cell, FloorRow, IdleNumbers, IdleResult, Row, SplitRow};
 use pgdog_tests::bench::split;
 use pgdog_tests::{free_port, pg_bin_dir, PgCluster, RouterProcess};
 
@@ -100,7 +105,11 @@ impl Options {
 }
 
 fn main() -> ExitCode {
-    let opts = match Options::parse(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(forwarder::FLAG) {
+        return serve_forwarder(&args[1..]);
+    }
+    let opts = match Options::parse(args.into_iter()) {
         Ok(opts) => opts,
         Err(msg) => {
             if !msg.is_empty() {
@@ -162,9 +171,11 @@ fn workloads() -> Vec<Workload> {
     ]
 }
 
-/// Indexes in the target list (direct, PgBouncer, router, split router).
+/// Indexes in the target list (direct, PgBouncer, router, split router,
+/// forwarder).
 const PGBOUNCER: usize = 1;
 const SPLIT: usize = 3;
+const TARGETS: usize = 5;
 
 /// How long the replica may take to replay `pgbench -i`'s load.
 const REPLICA_CATCH_UP: Duration = Duration::from_secs(300);
@@ -213,6 +224,8 @@ fn run(opts: &Options, router_bin: &Path) -> Result<(), String> {
     let router = RouterProcess::start(&router_config(&cluster), &router_users());
     progress("starting the read/write-splitting router");
     let split_router = RouterProcess::start(&split::router_config(&cluster), &router_users());
+    progress("starting the bare forwarder");
+    let forwarder = Forwarder::start(cluster.primary_port)?;
 
     let mut targets: Vec<Option<Target>> =
         vec![Some(Target { name: "direct", port: cluster.primary_port, pooler_pid: None })];
@@ -223,6 +236,8 @@ fn run(opts: &Options, router_bin: &Path) -> Result<(), String> {
         port: split_router.port,
         pooler_pid: Some(split_router.child.id()),
     }));
+    targets.push(Some(Target { name: "forwarder", port: forwarder.port, pooler_pid: Some(forwarder.pid()) }));
+    assert_eq!(targets.len(), TARGETS);
 
     println!("# pgdog-router benchmark");
     println!();
@@ -242,6 +257,10 @@ fn run(opts: &Options, router_bin: &Path) -> Result<(), String> {
         "- {} round(s) x {} s per run, pgbench -j 2 (-j 1 at one client), targets interleaved; tables show medians",
         opts.rounds, opts.duration
     );
+    println!(
+        "- forwarder: a bare 1:1 TCP forwarder (one PostgreSQL connection per client, bytes copied both ways, no \
+         parsing, no pooling; tokio current-thread runtime, TCP_NODELAY), the floor for any proxy here"
+    );
     println!("- pooler CPU/tx = utime+stime from /proc/<pid>/stat over the whole run (its pgbench logins included) / transactions processed");
     println!();
 
@@ -256,7 +275,7 @@ fn run(opts: &Options, router_bin: &Path) -> Result<(), String> {
     }
 
     let workloads = workloads();
-    let mut cells: Vec<[Cell; 4]> = workloads
+    let mut cells: Vec<[Cell; TARGETS]> = workloads
         .iter()
         .map(|w| {
             std::array::from_fn(|t| {
@@ -329,10 +348,12 @@ fn run(opts: &Options, router_bin: &Path) -> Result<(), String> {
     let split_figures = split::read_figures(split_router.metrics_port);
     let mut split_rows = Vec::new();
     let mut rows = Vec::new();
-    for (w, [direct, pgbouncer, router, split]) in workloads.iter().zip(cells) {
+    let mut floor_rows = Vec::new();
+    for (w, [direct, pgbouncer, router, split, forwarder]) in workloads.iter().zip(cells) {
         if split::runs(w) {
             split_rows.push(SplitRow { workload: w.label(), router: router.clone(), split });
         }
+        floor_rows.push(FloorRow { workload: w.label(), direct: direct.clone(), router: router.clone(), forwarder });
         rows.push(Row { workload: w.label(), direct, pgbouncer, router });
     }
 
@@ -341,6 +362,17 @@ fn run(opts: &Options, router_bin: &Path) -> Result<(), String> {
     print!("{}", report::throughput_table(&rows));
     println!();
     let notes = report::error_notes(&rows);
+    if !notes.is_empty() {
+        println!("Errors:");
+        println!();
+        print!("{notes}");
+        println!();
+    }
+    println!("## The floor: a bare forwarder (same runs)");
+    println!();
+    print!("{}", report::floor_table(&floor_rows));
+    println!();
+    let notes = report::floor_error_notes(&floor_rows);
     if !notes.is_empty() {
         println!("Errors:");
         println!();
@@ -395,11 +427,28 @@ fn run(opts: &Options, router_bin: &Path) -> Result<(), String> {
     );
 
     // Stop the poolers before the cluster they point at.
+    drop(forwarder);
     drop(split_router);
     drop(router);
     drop(bouncer);
     drop(cluster);
     Ok(())
+}
+
+/// `bench --forward LISTEN_PORT UPSTREAM_PORT`: the forwarder target's process.
+fn serve_forwarder(args: &[String]) -> ExitCode {
+    let port = |i: usize| args.get(i).and_then(|a| a.parse::<u16>().ok());
+    let (Some(listen), Some(upstream)) = (port(0), port(1)) else {
+        eprintln!("usage: bench {} LISTEN_PORT UPSTREAM_PORT", forwarder::FLAG);
+        return ExitCode::from(2);
+    };
+    match forwarder::serve(listen, upstream) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: forwarder: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The 1-minute load average, from `/proc/loadavg`.
