@@ -44,26 +44,15 @@ impl Stream {
             return tokio_util::io::poll_read_buf(Pin::new(self), cx, buf);
         };
         let room = buf.capacity() - buf.len();
-        loop {
-            match tcp.try_read_buf(buf) {
-                Ok(n) => {
-                    // Edge-triggered epoll: a read that did not fill the
-                    // room drained the socket, so the next one would only
-                    // find EAGAIN. Forget the readiness instead of paying a
-                    // syscall to learn that (tokio's own poll_read does so).
-                    if n > 0 && n < room {
-                        forget_readiness(tcp, tokio::io::Interest::READABLE);
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match tcp.poll_read_ready(cx) {
-                    Poll::Ready(Ok(())) => continue,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => return Poll::Pending,
-                },
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        let n = std::task::ready!(attempt_then_wait(cx, || tcp.try_read_buf(buf), |cx| tcp.poll_read_ready(cx)))?;
+        // Edge-triggered epoll: a read that did not fill the room drained
+        // the socket, so the next one would only find EAGAIN. Forget the
+        // readiness instead of paying a syscall to learn that (tokio's own
+        // poll_read does so).
+        if n > 0 && n < room {
+            forget_readiness(tcp, tokio::io::Interest::READABLE);
         }
+        Poll::Ready(Ok(n))
     }
 
     /// Writes what the socket takes of `data`; see [`Stream::poll_recv`].
@@ -72,22 +61,32 @@ impl Stream {
         let Stream::Plain(tcp) = self else {
             return Pin::new(self).poll_write(cx, data);
         };
-        loop {
-            match tcp.try_write(data) {
-                Ok(n) => {
-                    // A short write means the send buffer is full.
-                    if n > 0 && n < data.len() {
-                        forget_readiness(tcp, tokio::io::Interest::WRITABLE);
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match tcp.poll_write_ready(cx) {
-                    Poll::Ready(Ok(())) => continue,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => return Poll::Pending,
-                },
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        let n = std::task::ready!(attempt_then_wait(cx, || tcp.try_write(data), |cx| tcp.poll_write_ready(cx)))?;
+        // A short write means the send buffer is full.
+        if n > 0 && n < data.len() {
+            forget_readiness(tcp, tokio::io::Interest::WRITABLE);
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// Runs `attempt` and, while it says `WouldBlock`, asks `ready` (which
+/// registers the task's waker when the answer is Pending) before trying
+/// again: the I/O first, the readiness bookkeeping only when it is needed.
+#[inline]
+fn attempt_then_wait<R>(
+    cx: &mut Context<'_>,
+    mut attempt: impl FnMut() -> io::Result<R>,
+    mut ready: impl FnMut(&mut Context<'_>) -> Poll<io::Result<()>>,
+) -> Poll<io::Result<R>> {
+    loop {
+        match attempt() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match ready(cx) {
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            },
+            done => return Poll::Ready(done),
         }
     }
 }

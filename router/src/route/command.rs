@@ -154,59 +154,55 @@ pub fn is_plain(sql: &[u8]) -> bool {
     let mut end = sql.len();
     let mut semi = None;
     let mut temp = false;
-    let mut look = |at: usize| -> Option<bool> {
-        match LOOK[usize::from(sql[at])] {
-            LOOK_NONE => {}
-            LOOK_NUL => return Some(true),
-            LOOK_SEMI => semi = semi.or(Some(at)),
-            // The third letter of `advisory` and of `temp`.
-            LOOK_V => {
-                if word_at(sql, at, 2, b"advisory") {
-                    return Some(false);
-                }
+    let mut base = 0;
+    'scan: while base < sql.len() {
+        let word = match sql.get(base..base + 8) {
+            Some(word) => u64::from_le_bytes(word.try_into().unwrap_or_default()),
+            // The last, short word is padded with spaces, never marked.
+            None => {
+                let mut word = [b' '; 8];
+                word[..sql.len() - base].copy_from_slice(&sql[base..]);
+                u64::from_le_bytes(word)
             }
-            _ => temp = temp || word_at(sql, at, 2, b"temp"),
-        }
-        None
-    };
-    let words = sql.chunks_exact(8);
-    let tail = words.remainder().len();
-    'scan: {
-        for (n, word) in words.enumerate() {
-            let mut marked = marked_bytes(u64::from_le_bytes(word.try_into().unwrap_or_default()));
-            while marked != 0 {
-                let at = n * 8 + (marked.trailing_zeros() / 8) as usize;
-                marked &= marked - 1;
-                match look(at) {
-                    None => {}
-                    Some(true) => {
-                        end = at;
-                        break 'scan;
-                    }
-                    Some(false) => return false,
-                }
-            }
-        }
-        for at in sql.len() - tail..sql.len() {
-            match look(at) {
-                None => {}
-                Some(true) => {
+        };
+        let mut marked = marked_bytes(word);
+        while marked != 0 {
+            let at = base + (marked.trailing_zeros() / 8) as usize;
+            marked &= marked - 1;
+            // Padding can show as marked next to a match: read as a space.
+            match LOOK[usize::from(sql.get(at).copied().unwrap_or(b' '))] {
+                LOOK_NONE => {}
+                LOOK_NUL => {
                     end = at;
                     break 'scan;
                 }
-                Some(false) => return false,
+                LOOK_SEMI => semi = semi.or(Some(at)),
+                // The third letter of `advisory` and of `temp`.
+                LOOK_V => {
+                    if word_at(sql, at, 2, b"advisory") {
+                        return false;
+                    }
+                }
+                _ => temp = temp || word_at(sql, at, 2, b"temp"),
             }
         }
+        base += 8;
     }
     let sql = &sql[..end];
-    let end = match semi {
+    match semi {
         // A trailing `;` (pgbench and many drivers end every query with
         // one) ends the only statement; any other may start a second.
-        Some(i) if !sql[i + 1..].iter().all(|c| c.is_ascii_whitespace()) => return false,
-        Some(i) => i,
-        None => end,
-    };
-    let mut lex = Lexer { sql: sql.get(..end).unwrap_or_default(), pos: 0 };
+        Some(i) if !sql[i + 1..].iter().all(|c| c.is_ascii_whitespace()) => false,
+        Some(i) => plain_statement(&sql[..i], temp),
+        None => plain_statement(sql, temp),
+    }
+}
+
+/// The rest of [`is_plain`], given its one statement and whether the text
+/// has `temp` anywhere: a first keyword that only starts plain statements,
+/// and for SELECT and WITH no `temp` (so no `SELECT ... INTO TEMP`).
+fn plain_statement(stmt: &[u8], temp: bool) -> bool {
+    let mut lex = Lexer { sql: stmt, pos: 0 };
     let mut parenthesised = false;
     let first = loop {
         match lex.next() {

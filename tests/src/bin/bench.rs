@@ -361,35 +361,17 @@ fn run(opts: &Options, router_bin: &Path) -> Result<(), String> {
     println!();
     print!("{}", report::throughput_table(&rows));
     println!();
-    let notes = report::error_notes(&rows);
-    if !notes.is_empty() {
-        println!("Errors:");
-        println!();
-        print!("{notes}");
-        println!();
-    }
+    print_errors(&report::error_notes(&rows));
     println!("## The floor: a bare forwarder (same runs)");
     println!();
     print!("{}", report::floor_table(&floor_rows));
     println!();
-    let notes = report::floor_error_notes(&floor_rows);
-    if !notes.is_empty() {
-        println!("Errors:");
-        println!();
-        print!("{notes}");
-        println!();
-    }
+    print_errors(&report::floor_error_notes(&floor_rows));
     println!("## Read/write splitting (select-only, -c10; split router over primary + replica)");
     println!();
     print!("{}", report::split_table(&split_rows, split::GOAL));
     println!();
-    let notes = report::split_error_notes(&split_rows);
-    if !notes.is_empty() {
-        println!("Errors:");
-        println!();
-        print!("{notes}");
-        println!();
-    }
+    print_errors(&report::split_error_notes(&split_rows));
     match &split_figures {
         Ok(f) => {
             let percent = |x: Option<f64>| x.map_or_else(|| "–".to_string(), |x| format!("{:.2}%", x * 100.0));
@@ -433,6 +415,16 @@ fn run(opts: &Options, router_bin: &Path) -> Result<(), String> {
     drop(bouncer);
     drop(cluster);
     Ok(())
+}
+
+/// The runs that failed under a table, if any.
+fn print_errors(notes: &str) {
+    if !notes.is_empty() {
+        println!("Errors:");
+        println!();
+        print!("{notes}");
+        println!();
+    }
 }
 
 /// `bench --forward LISTEN_PORT UPSTREAM_PORT`: the forwarder target's process.

@@ -362,8 +362,8 @@ fn long_hostile_text() {
     }
 }
 
-/// `is_plain` as first written, in separate scans: the eight-bytes-at-a-time
-/// version must agree with it on every text.
+/// `is_plain`'s scan as first written, in separate scans: the
+/// eight-bytes-at-a-time version must agree with it on every text.
 fn is_plain_by_scans(sql: &[u8]) -> bool {
     let contains = |text: &[u8], word: &[u8], pivot: usize| {
         (0..text.len()).any(|at| {
@@ -384,25 +384,7 @@ fn is_plain_by_scans(sql: &[u8]) -> bool {
     if contains(sql, b"advisory", 2) {
         return false;
     }
-    let temp = contains(sql, b"temp", 2);
-    let mut lex = Lexer { sql: &sql[..end], pos: 0 };
-    let mut parenthesised = false;
-    let first = loop {
-        match lex.next() {
-            Some(t) if t.kind == Kind::Open => parenthesised = true,
-            Some(t) => break t,
-            None => return false,
-        }
-    };
-    let mut buf = [0; KEYWORD_MAX];
-    match lex.keyword(first, &mut buf) {
-        Some(b"select" | b"with") => !temp,
-        Some(
-            b"insert" | b"update" | b"delete" | b"merge" | b"values" | b"table" | b"show" | b"copy" | b"fetch"
-            | b"move" | b"close" | b"notify" | b"unlisten" | b"call" | b"truncate",
-        ) => !(parenthesised && temp),
-        _ => false,
-    }
+    plain_statement(&sql[..end], contains(sql, b"temp", 2))
 }
 
 #[test]
