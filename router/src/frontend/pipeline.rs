@@ -149,38 +149,37 @@ impl Pipeline {
             }
             return Step::Forward;
         }
+        // Rows and COPY data never end a reply and are never the router's;
+        // notices, notifications and parameter changes are asynchronous.
+        if matches!(tag, b'D' | b'd' | b'N' | b'A' | b'S') {
+            return Step::Forward;
+        }
         self.on_server_queued(tag, statements)
     }
 
     #[inline(never)]
     fn on_server_queued(&mut self, tag: u8, statements: &mut ServerStatements) -> Step {
-        match tag {
-            // Rows and COPY data never end a reply and are never the router's.
-            // Asynchronous: notices, notifications, parameter changes.
-            b'D' | b'd' | b'N' | b'A' | b'S' => return Step::Forward,
-            b'E' => {
-                // The failed request and everything up to Sync get no
-                // reply; the error itself is the client's.
-                let mut synced = false;
-                while let Some(e) = self.queue.front() {
-                    match e {
-                        Expect::Forward(Reply::ReadyForQuery) | Expect::Injected(Reply::ReadyForQuery) => {
-                            synced = true;
-                            break;
-                        }
-                        Expect::Forward(Reply::Parse(Some(id))) | Expect::Injected(Reply::Parse(Some(id))) => {
-                            statements.forget(*id);
-                        }
-                        _ => {}
+        if tag == b'E' {
+            // The failed request and everything up to Sync get no
+            // reply; the error itself is the client's.
+            let mut synced = false;
+            while let Some(e) = self.queue.front() {
+                match e {
+                    Expect::Forward(Reply::ReadyForQuery) | Expect::Injected(Reply::ReadyForQuery) => {
+                        synced = true;
+                        break;
                     }
-                    self.queue.pop_front();
+                    Expect::Forward(Reply::Parse(Some(id))) | Expect::Injected(Reply::Parse(Some(id))) => {
+                        statements.forget(*id);
+                    }
+                    _ => {}
                 }
-                // No Sync sent yet: what the client sends until it is
-                // discarded by the server too.
-                self.skipping = !synced;
-                return Step::Forward;
+                self.queue.pop_front();
             }
-            _ => {}
+            // No Sync sent yet: what the client sends until it is
+            // discarded by the server too.
+            self.skipping = !synced;
+            return Step::Forward;
         }
         let (reply, step) = match self.queue.front() {
             Some(Expect::Forward(r)) => (*r, Step::Forward),

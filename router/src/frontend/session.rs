@@ -1095,6 +1095,7 @@ struct Blocked {
 }
 
 /// Reads what the socket has into the spare capacity of `buf`.
+#[inline]
 fn poll_read_into(stream: &mut Stream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(READ_CHUNK);
