@@ -2,7 +2,6 @@
 //! router's own housekeeping queries on it, and keeping the session settings
 //! a client expects in force on it.
 
-use crate::clock::{self, Tick};
 use std::io;
 use std::sync::Arc;
 
@@ -11,6 +10,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::clock::{self, Tick};
 use crate::config::ServerTls;
 use crate::net::{self, Stream};
 use crate::protocol::backend::{self as be, AuthRequest, ErrorFields};
