@@ -9,9 +9,8 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::clock::Tick;
-
 use crate::backend::pool::{PoolKey, PoolShared};
+use crate::clock::Tick;
 
 /// What the admin side shows about one client. Kept small: every logged-in
 /// client has one (user and database are the pool's, not copies).
