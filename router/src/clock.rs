@@ -43,11 +43,6 @@ impl Tick {
     pub fn elapsed(self) -> Duration {
         Tick::now().since(self)
     }
-
-    /// This reading moved back by `d` (saturating at the clock's start).
-    pub fn minus(self, d: Duration) -> Tick {
-        Tick(self.0.saturating_sub(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
-    }
 }
 
 /// Whether at least `limit` passed from `earlier` to `now`, with `limit` in
@@ -88,7 +83,6 @@ mod tests {
         assert_eq!(later.micros_since(t), 5);
         assert!(reached(later, t, 5_000));
         assert!(!reached(later, t, 5_001));
-        assert_eq!(Tick(10).minus(Duration::from_nanos(20)), Tick(0));
         assert_eq!(nanos(Duration::MAX), u64::MAX);
     }
 }

@@ -38,7 +38,7 @@ use tokio::task::JoinSet;
 use crate::runtime::Shared;
 
 use super::pool::PoolShared;
-use super::server::{Server, ServerError};
+use super::server::{Conn, Server, ServerError};
 use super::topology::{HostStatus, Topology};
 
 /// A WAL position as PostgreSQL prints it (`16/B374D848`).
@@ -333,7 +333,7 @@ async fn check(
             options.timeout = timeout;
             // Operators (and pg_stat_activity) can tell it from pooled connections.
             options.application_name = APPLICATION_NAME;
-            match crate::backend::server::Conn::connect(&pool.target, password.as_deref(), &options).await {
+            match Conn::connect(&pool.target, password.as_deref(), &options).await {
                 Ok(s) => s,
                 Err(e) => return (None, Err(Failure::of(&e))),
             }

@@ -438,10 +438,9 @@ impl Session {
                 // without one. (TLS may hold decrypted bytes the socket no
                 // longer shows, so TLS sessions keep theirs.)
                 give_buffer(std::mem::take(&mut self.cbuf));
-                let ready = std::future::poll_fn(|cx| match self.client.tcp().poll_read_ready(cx) {
-                    Poll::Ready(r) => Poll::Ready(Some(r)),
-                    Poll::Pending if self.poll_stop(cx) => Poll::Ready(None),
-                    Poll::Pending => Poll::Pending,
+                let ready = std::future::poll_fn(|cx| {
+                    let ready = self.client.tcp().poll_read_ready(cx);
+                    self.unless_stopped(ready, cx)
                 })
                 .await;
                 match ready {
@@ -456,10 +455,9 @@ impl Session {
             }
             // The read first: it is usually ready, and then the stop wait
             // is not even looked at.
-            let read = std::future::poll_fn(|cx| match poll_read_into(&mut self.client, &mut self.cbuf, cx) {
-                Poll::Ready(r) => Poll::Ready(Some(r)),
-                Poll::Pending if self.poll_stop(cx) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
+            let read = std::future::poll_fn(|cx| {
+                let read = poll_read_into(&mut self.client, &mut self.cbuf, cx);
+                self.unless_stopped(read, cx)
             })
             .await;
             match read {
@@ -1065,6 +1063,16 @@ impl Session {
                 }
             }
             return Poll::Pending;
+        }
+    }
+
+    /// `polled`, unless it is Pending and the router is shutting down
+    /// (then `Ready(None)`): a wait of the idle session that shutdown ends.
+    fn unless_stopped<T>(&mut self, polled: Poll<T>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        match polled {
+            Poll::Ready(r) => Poll::Ready(Some(r)),
+            Poll::Pending if self.poll_stop(cx) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
     }
 

@@ -9,12 +9,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::clock::{self, Tick};
-
 use tokio::sync::oneshot;
 
 use super::{now_us, PoolError, PoolShared, WorkerShare, FAIRNESS_SLACK_US};
-use crate::backend::server::{Detach, Detached, Server, ServerError};
+use crate::backend::server::{Conn, Detach, Detached, Server, ServerError};
+use crate::clock::{self, Tick};
 use crate::runtime::StopSignal;
 
 type Reply = oneshot::Sender<Result<Server, PoolError>>;
@@ -300,7 +299,7 @@ impl Pool {
             .map(|c| c.clone())
             .map_err(|_| ServerError::Protocol("pool settings lock poisoned".into()))?;
         let password = self.shared.password.read().ok().and_then(|p| p.clone());
-        let server = crate::backend::server::Conn::connect(&self.shared.target, password.as_deref(), &connect).await?;
+        let server = Conn::connect(&self.shared.target, password.as_deref(), &connect).await?;
         self.shared.opened_total.fetch_add(1, Ordering::Relaxed);
         self.shared.server_opened(super::ServerEntry {
             pid: server.pid,
