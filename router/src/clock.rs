@@ -21,6 +21,20 @@ impl Tick {
         Tick(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
     }
 
+    /// The reading taken when this thread's event loop last woke up (once
+    /// per turn, after epoll returns), or a fresh one off a worker. What
+    /// times requests: the moment the loop learnt of the event, as
+    /// PgBouncer's cached time, without a clock read per message.
+    #[inline]
+    pub fn cached() -> Tick {
+        crate::rt::turn_started().unwrap_or_else(Tick::now)
+    }
+
+    /// This reading plus `d` (saturating).
+    pub fn after(self, d: Duration) -> Tick {
+        Tick(self.0.saturating_add(nanos(d)))
+    }
+
     /// Nanoseconds from `earlier` to this reading; 0 if `earlier` is later.
     #[inline]
     pub fn nanos_since(self, earlier: Tick) -> u64 {

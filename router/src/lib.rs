@@ -12,6 +12,7 @@
 //! - `http/` Prometheus metrics and the HTTP control API.
 //! - `ops` the admin console, metrics and API listeners, moved by reloads.
 //! - `logging` the log subscriber, whose level reloads change.
+//! - `rt` the workers' event loop: executor, epoll reactor, timers.
 //! - `runtime` wires workers, signals and reload together.
 
 pub mod admin;
@@ -26,5 +27,6 @@ pub mod net;
 pub mod ops;
 pub mod protocol;
 pub mod route;
+pub mod rt;
 pub mod runtime;
 pub mod stats;

@@ -8,14 +8,183 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+
+use crate::rt;
+
+/// A TCP connection: on a worker, on its own loop ([`rt::TcpStream`]);
+/// on the control thread (health checks, the admin console), on tokio's.
+pub enum Tcp {
+    Loop(rt::TcpStream),
+    Tokio(tokio::net::TcpStream),
+}
+
+impl Tcp {
+    /// Connects to `host:port` on whichever runtime this thread runs,
+    /// resolving the name again each time.
+    pub async fn connect(host: &str, port: u16) -> io::Result<Tcp> {
+        if rt::is_current() {
+            rt::connect(host, port).await.map(Tcp::Loop)
+        } else {
+            tokio::net::TcpStream::connect((host, port)).await.map(Tcp::Tokio)
+        }
+    }
+
+    /// Connects to one address on whichever runtime this thread runs.
+    pub async fn connect_addr(addr: std::net::SocketAddr) -> io::Result<Tcp> {
+        if rt::is_current() {
+            rt::TcpStream::connect_addr(addr).await.map(Tcp::Loop)
+        } else {
+            tokio::net::TcpStream::connect(addr).await.map(Tcp::Tokio)
+        }
+    }
+
+    /// Takes a connected std socket onto this thread's runtime.
+    pub fn from_std(socket: std::net::TcpStream) -> io::Result<Tcp> {
+        if rt::is_current() {
+            rt::TcpStream::from_std(socket).map(Tcp::Loop)
+        } else {
+            socket.set_nonblocking(true)?;
+            tokio::net::TcpStream::from_std(socket).map(Tcp::Tokio)
+        }
+    }
+
+    /// Leaves the runtime, to be moved to another thread.
+    pub fn into_std(self) -> io::Result<std::net::TcpStream> {
+        match self {
+            Tcp::Loop(s) => s.into_std(),
+            Tcp::Tokio(s) => s.into_std(),
+        }
+    }
+
+    #[inline]
+    fn try_read_buf(&self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+        match self {
+            Tcp::Loop(s) => s.try_read_buf(buf),
+            Tcp::Tokio(s) => s.try_read_buf(buf),
+        }
+    }
+
+    #[inline]
+    pub fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Tcp::Loop(s) => s.try_write(data),
+            Tcp::Tokio(s) => s.try_write(data),
+        }
+    }
+
+    #[inline]
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Tcp::Loop(s) => s.poll_read_ready(cx),
+            Tcp::Tokio(s) => s.poll_read_ready(cx),
+        }
+    }
+
+    #[inline]
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Tcp::Loop(s) => s.poll_write_ready(cx),
+            Tcp::Tokio(s) => s.poll_write_ready(cx),
+        }
+    }
+
+    /// Whether the peer sent something not read yet, as far as the event
+    /// loop knows (no system call).
+    pub fn has_input(&self) -> bool {
+        match self {
+            Tcp::Loop(s) => s.has_input(),
+            Tcp::Tokio(s) => s.try_io(tokio::io::Interest::READABLE, || Ok(())).is_ok(),
+        }
+    }
+
+    /// Clears the readiness recorded for reading, as a `WouldBlock` from
+    /// the socket would: until the next epoll event, reads return
+    /// `WouldBlock` without a syscall and waits register the waker.
+    #[inline]
+    fn forget_readable(&self) {
+        match self {
+            Tcp::Loop(s) => s.forget_readable(),
+            Tcp::Tokio(s) => forget_tokio_readiness(s, tokio::io::Interest::READABLE),
+        }
+    }
+
+    #[inline]
+    fn forget_writable(&self) {
+        match self {
+            Tcp::Loop(s) => s.forget_writable(),
+            Tcp::Tokio(s) => forget_tokio_readiness(s, tokio::io::Interest::WRITABLE),
+        }
+    }
+
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match self {
+            Tcp::Loop(s) => s.local_addr(),
+            Tcp::Tokio(s) => s.local_addr(),
+        }
+    }
+
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match self {
+            Tcp::Loop(s) => s.peer_addr(),
+            Tcp::Tokio(s) => s.peer_addr(),
+        }
+    }
+}
+
+fn forget_tokio_readiness(tcp: &tokio::net::TcpStream, interest: tokio::io::Interest) {
+    let _ = tcp.try_io(interest, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+}
+
+impl std::os::fd::AsFd for Tcp {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Tcp::Loop(s) => s.as_fd(),
+            Tcp::Tokio(s) => s.as_fd(),
+        }
+    }
+}
+
+impl AsyncRead for Tcp {
+    #[inline]
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Tcp::Loop(s) => Pin::new(s).poll_read(cx, buf),
+            Tcp::Tokio(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Tcp {
+    #[inline]
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Tcp::Loop(s) => Pin::new(s).poll_write(cx, buf),
+            Tcp::Tokio(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Tcp::Loop(s) => Pin::new(s).poll_flush(cx),
+            Tcp::Tokio(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Tcp::Loop(s) => Pin::new(s).poll_shutdown(cx),
+            Tcp::Tokio(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
 
 pub enum Stream {
-    Plain(TcpStream),
+    Plain(Tcp),
     /// Client connection the router terminated TLS for.
-    Accepted(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Accepted(Box<tokio_rustls::server::TlsStream<Tcp>>),
     /// Server connection the router opened TLS on.
-    Connected(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Connected(Box<tokio_rustls::client::TlsStream<Tcp>>),
 }
 
 impl Stream {
@@ -23,7 +192,7 @@ impl Stream {
         !matches!(self, Stream::Plain(_))
     }
 
-    pub fn tcp(&self) -> &TcpStream {
+    pub fn tcp(&self) -> &Tcp {
         match self {
             Stream::Plain(s) => s,
             Stream::Accepted(s) => s.get_ref().0,
@@ -36,8 +205,7 @@ impl Stream {
     /// Reads what the socket has into the spare capacity of `buf` (which
     /// must have some). The pump's read: for plain TCP, the attempt comes
     /// first and readiness is only asked for after `WouldBlock`, so a read
-    /// that finds data skips the waker registration and tokio's task budget
-    /// (the pump keeps its own; see `session::PUMP_BUDGET`).
+    /// that finds data skips the waker registration.
     #[inline]
     pub fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut bytes::BytesMut) -> Poll<io::Result<usize>> {
         let Stream::Plain(tcp) = self else {
@@ -47,10 +215,9 @@ impl Stream {
         let n = std::task::ready!(attempt_then_wait(cx, || tcp.try_read_buf(buf), |cx| tcp.poll_read_ready(cx)))?;
         // Edge-triggered epoll: a read that did not fill the room drained
         // the socket, so the next one would only find EAGAIN. Forget the
-        // readiness instead of paying a syscall to learn that (tokio's own
-        // poll_read does so).
+        // readiness instead of paying a syscall to learn that.
         if n > 0 && n < room {
-            forget_readiness(tcp, tokio::io::Interest::READABLE);
+            tcp.forget_readable();
         }
         Poll::Ready(Ok(n))
     }
@@ -64,7 +231,7 @@ impl Stream {
         let n = std::task::ready!(attempt_then_wait(cx, || tcp.try_write(data), |cx| tcp.poll_write_ready(cx)))?;
         // A short write means the send buffer is full.
         if n > 0 && n < data.len() {
-            forget_readiness(tcp, tokio::io::Interest::WRITABLE);
+            tcp.forget_writable();
         }
         Poll::Ready(Ok(n))
     }
@@ -89,14 +256,6 @@ fn attempt_then_wait<R>(
             done => return Poll::Ready(done),
         }
     }
-}
-
-/// Clears the readiness tokio recorded for `interest`, as a `WouldBlock`
-/// from the socket would: until the next epoll event, `try_*` calls return
-/// `WouldBlock` without a syscall and `poll_*_ready` registers the waker.
-#[inline]
-fn forget_readiness(tcp: &TcpStream, interest: tokio::io::Interest) {
-    let _ = tcp.try_io(interest, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
 }
 
 impl AsyncRead for Stream {
@@ -147,10 +306,10 @@ pub struct Keepalive {
 }
 
 /// Low-latency settings every proxied socket gets.
-pub fn tune(stream: &TcpStream, keepalive: Option<Keepalive>) {
-    let _ = stream.set_nodelay(true);
+pub fn tune(stream: &impl std::os::fd::AsFd, keepalive: Option<Keepalive>) {
+    let sock = socket2::SockRef::from(stream);
+    let _ = sock.set_nodelay(true);
     if let Some(k) = keepalive {
-        let sock = socket2::SockRef::from(stream);
         let ka = socket2::TcpKeepalive::new().with_time(k.idle).with_interval(k.interval).with_retries(k.count);
         let _ = sock.set_tcp_keepalive(&ka);
     }

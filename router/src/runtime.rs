@@ -533,22 +533,17 @@ pub fn run(
         let worker_shared = shared.clone();
         let handle = std::thread::Builder::new().name(format!("pgdog-worker-{index}")).spawn(move || {
             let shared = worker_shared;
-            let rt = match worker_runtime() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start worker runtime");
-                    shared.shutdown.cancel();
-                    return;
-                }
-            };
             let worker = Rc::new(Worker {
-                shared,
+                shared: shared.clone(),
                 index,
                 pools: RefCell::new(HashMap::new()),
                 stop: Rc::new(StopSignal::default()),
                 classifier: RefCell::new(None),
             });
-            rt.serve(listener::serve(worker, socket));
+            if let Err(e) = crate::rt::block_on(listener::serve(worker, socket)) {
+                tracing::error!(error = %e, "worker event loop failed");
+                shared.shutdown.cancel();
+            }
         });
         match handle {
             Ok(h) => threads.push(h),
@@ -626,52 +621,6 @@ async fn handle_signals(shared: Arc<Shared>, signals: Signals, shutdown_timeout:
     if left > 0 {
         tracing::warn!(clients = left, "shutdown timeout reached; closing remaining clients");
         std::process::exit(0);
-    }
-}
-
-/// A worker's event loop: one thread, tasks that need not be `Send`.
-///
-/// Built with `--cfg tokio_unstable` (the workspace's `.cargo/config.toml`
-/// sets it), this is tokio's `LocalRuntime`, which runs such tasks itself.
-/// Otherwise a `LocalSet` on a current-thread runtime does the same, with one
-/// more layer of scheduling on every wake-up: its own queue, polled from the
-/// runtime's `block_on` (a few hundred instructions per transaction).
-#[cfg(tokio_unstable)]
-struct WorkerRuntime(tokio::runtime::LocalRuntime);
-
-#[cfg(not(tokio_unstable))]
-struct WorkerRuntime(tokio::runtime::Runtime, tokio::task::LocalSet);
-
-#[cfg(tokio_unstable)]
-fn worker_runtime() -> std::io::Result<WorkerRuntime> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build_local(tokio::runtime::LocalOptions::default())?;
-    Ok(WorkerRuntime(rt))
-}
-
-#[cfg(not(tokio_unstable))]
-fn worker_runtime() -> std::io::Result<WorkerRuntime> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    Ok(WorkerRuntime(rt, tokio::task::LocalSet::new()))
-}
-
-impl WorkerRuntime {
-    /// Runs the listener until it returns. It is a task of its own:
-    /// `block_on` polls its future every time any task wakes, so that
-    /// future must be cheap to poll. A JoinHandle is; an accept loop
-    /// selecting on a cancellation token (a mutex) is not.
-    fn serve(&self, listener: impl std::future::Future<Output = ()> + 'static) {
-        #[cfg(tokio_unstable)]
-        {
-            let serving = self.0.spawn_local(listener);
-            let _ = self.0.block_on(serving);
-        }
-        #[cfg(not(tokio_unstable))]
-        {
-            let serving = self.1.spawn_local(listener);
-            let _ = self.1.block_on(&self.0, serving);
-        }
     }
 }
 

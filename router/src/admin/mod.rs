@@ -204,7 +204,12 @@ async fn login(shared: &Shared, tcp: TcpStream, count: usize) -> Option<(Stream,
     let timeout = Duration::from_millis(general.client_login_timeout_ms);
     let opening = tokio::time::timeout(
         timeout,
-        startup::negotiate(tcp, snapshot.tls.as_ref(), general.tls_mode, general.tls_ca.is_some()),
+        startup::negotiate(
+            crate::net::Tcp::Tokio(tcp),
+            snapshot.tls.as_ref(),
+            general.tls_mode,
+            general.tls_ca.is_some(),
+        ),
     )
     .await;
     let login = match opening {

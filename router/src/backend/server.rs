@@ -8,15 +8,15 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::clock::{self, Tick};
 use crate::config::ServerTls;
-use crate::net::{self, Stream};
+use crate::net::{self, Stream, Tcp};
 use crate::protocol::backend::{self as be, AuthRequest, ErrorFields};
 use crate::protocol::frame;
 use crate::protocol::frontend as fe;
 use crate::protocol::{md5, scram, sqlstate};
+use crate::rt;
 
 use super::params::StartupParams;
 use super::pool::ConnectOptions;
@@ -118,7 +118,7 @@ impl Conn<Stream> {
         options: &ConnectOptions,
     ) -> Result<Server, ServerError> {
         let addr = format!("{}:{}", target.host, target.port);
-        match tokio::time::timeout(options.timeout, Self::connect_inner(target, &addr, password, options)).await {
+        match rt::time::timeout(options.timeout, Self::connect_inner(target, &addr, password, options)).await {
             Ok(result) => result,
             Err(_) => Err(ServerError::ConnectTimeout(addr)),
         }
@@ -130,7 +130,7 @@ impl Conn<Stream> {
         password: Option<&str>,
         options: &ConnectOptions,
     ) -> Result<Server, ServerError> {
-        let tcp = TcpStream::connect((target.host.as_str(), target.port))
+        let tcp = Tcp::connect(&target.host, target.port)
             .await
             .map_err(|source| ServerError::Connect { addr: addr.to_string(), source })?;
         net::tune(&tcp, options.keepalive);
@@ -357,11 +357,10 @@ impl Conn<Stream> {
         if clock::reached(now, self.last_used, check_delay) || !self.buf.is_empty() {
             return false;
         }
-        // `try_io` runs its closure only if the event loop recorded
-        // readiness (data, or the peer closing) since the last read found
-        // the socket empty; the closure does nothing, so this asks without
-        // a system call and without disturbing the registered waker.
-        self.stream.tcp().try_io(tokio::io::Interest::READABLE, || Ok(())).is_err()
+        // Whether the event loop recorded readiness (data, or the peer
+        // closing) since the last read found the socket empty: asked
+        // without a system call and without disturbing a registered waker.
+        !self.stream.tcp().has_input()
     }
 
     /// Whether the server sent anything, or closed, while the connection
@@ -457,12 +456,12 @@ impl Detached {
                 }
             }
         }
-        Ok(Box::new(conn.swap_stream(Stream::Plain(TcpStream::from_std(socket)?)).1))
+        Ok(Box::new(conn.swap_stream(Stream::Plain(Tcp::from_std(socket)?)).1))
     }
 }
 
 async fn negotiate_tls(
-    mut tcp: TcpStream,
+    mut tcp: Tcp,
     mode: ServerTls,
     config: Arc<rustls::ClientConfig>,
     host: &str,

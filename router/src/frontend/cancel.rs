@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::protocol::frontend as fe;
 
@@ -123,7 +122,7 @@ impl CancelRegistry {
 /// Sends a CancelRequest to a server backend. Like libpq, over a fresh
 /// plain connection: PostgreSQL accepts cancels without TLS.
 pub async fn send_cancel(key: ServerKey) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect(key.addr).await?;
+    let mut stream = crate::net::Tcp::connect_addr(key.addr).await?;
     let mut buf = BytesMut::with_capacity(16);
     fe::cancel_request(&mut buf, key.pid, key.secret);
     stream.write_all(&buf).await?;

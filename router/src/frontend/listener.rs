@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::net::Tcp;
+use crate::rt::{self, TcpListener};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
 
 use crate::runtime::Worker;
 
@@ -48,15 +49,15 @@ pub async fn serve(worker: Rc<Worker>, socket: std::net::TcpListener) {
                     let worker = worker.clone();
                     let active = active.clone();
                     active.set(active.get() + 1);
-                    tokio::task::spawn_local(async move {
-                        super::login::handle_client(worker, tcp, peer).await;
+                    rt::spawn_local(async move {
+                        super::login::handle_client(worker, Tcp::Loop(tcp), peer).await;
                         active.set(active.get() - 1);
                     });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    rt::time::sleep(Duration::from_millis(50)).await;
                 }
             },
             _ = shutdown.cancelled() => break,
@@ -65,6 +66,6 @@ pub async fn serve(worker: Rc<Worker>, socket: std::net::TcpListener) {
     drop(listener);
     worker.stop.trigger();
     while active.get() > 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        rt::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -10,17 +10,17 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::backend::params::StartupParams;
 use crate::backend::pool::PoolError;
 use crate::backend::server::{Server, ServerError};
 use crate::config::PoolMode;
-use crate::net::{self, Keepalive};
+use crate::net::{self, Keepalive, Tcp};
 use crate::protocol::backend as be;
 use crate::protocol::sqlstate;
 use crate::route;
+use crate::rt;
 use crate::runtime::Worker;
 use crate::stats::clients::{Activity, ClientGuard, ClientInfo};
 
@@ -39,7 +39,7 @@ impl Drop for ClientSlot<'_> {
     }
 }
 
-pub async fn handle_client(worker: Rc<Worker>, tcp: TcpStream, peer: SocketAddr) {
+pub async fn handle_client(worker: Rc<Worker>, tcp: Tcp, peer: SocketAddr) {
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("client", id, %peer, user = tracing::field::Empty, database = tracing::field::Empty);
@@ -64,7 +64,7 @@ pub async fn handle_client(worker: Rc<Worker>, tcp: TcpStream, peer: SocketAddr)
 /// session to run, with its server when one is already bound (session mode).
 async fn login(
     worker: &Worker,
-    tcp: TcpStream,
+    tcp: Tcp,
     count: usize,
     id: u64,
     peer: SocketAddr,
@@ -82,7 +82,7 @@ async fn login(
     );
     let login_timeout = Duration::from_millis(general.client_login_timeout_ms);
 
-    let opening = tokio::time::timeout(
+    let opening = rt::time::timeout(
         login_timeout,
         startup::negotiate(tcp, snapshot.tls.as_ref(), general.tls_mode, general.tls_ca.is_some()),
     )
@@ -138,8 +138,7 @@ async fn login(
             snapshot.credentials.iter().find(|((u, _), _)| *u == user).map(|(_, c)| c)
         }
     });
-    let authed =
-        tokio::time::timeout(login_timeout, auth::authenticate(&mut stream, &mut buf, &user, credential)).await;
+    let authed = rt::time::timeout(login_timeout, auth::authenticate(&mut stream, &mut buf, &user, credential)).await;
     match authed {
         Err(_) => return None,
         Ok(Err(AuthError::Io(_))) => return None,

@@ -28,6 +28,7 @@ use crate::protocol::backend::{self as be, ErrorFields, Severity};
 use crate::protocol::frame::{self, FrameError, HEADER_LEN};
 use crate::protocol::sqlstate;
 use crate::protocol::stream::{Scanner, TagSet};
+use crate::rt;
 use crate::runtime::StopSignal;
 
 mod scan;
@@ -184,7 +185,7 @@ pub struct Session {
     release: bool,
     fatal: Option<ErrorFields>,
     statement_txn: bool,
-    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    idle_timer: Option<rt::time::Sleep>,
     stop: Rc<StopSignal>,
     /// Session mode waits on this inside the pump, to end at the next idle point.
     stop_wait: Option<crate::runtime::StopWait>,
@@ -322,9 +323,9 @@ impl Session {
                     Box::pin(self.begin_and_serve(ready)).await
                 }
                 Ok(()) => {
-                    // One reading of the clock times the request and
-                    // checks the idle connection.
-                    let now = Tick::now();
+                    // The loop's reading of this turn times the request
+                    // and checks the idle connection.
+                    let now = Tick::cached();
                     match self.pool.checkout_now_at(now) {
                         Some(server) if server.applied == self.params => {
                             self.stats.request_starts(now);
@@ -707,7 +708,7 @@ impl Session {
             // connection rather than wait for results nobody will read.
             if let Some(addr) = server.peer() {
                 let key = ServerKey { addr, pid: server.pid, secret: server.secret };
-                tokio::task::spawn_local(async move {
+                rt::spawn_local(async move {
                     let _ = cancel::send_cancel(key).await;
                 });
             }
@@ -1046,8 +1047,8 @@ impl Session {
             // Nothing moves: timers and shutdown.
             let idle_in_txn = self.pending == 0 && !self.unsynced && server.status != b'I' && self.c_ready == 0;
             if let (true, Some(limit)) = (idle_in_txn, self.settings.idle_in_transaction_timeout) {
-                let timer = self.idle_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                if timer.as_mut().poll(cx).is_ready() {
+                let timer = self.idle_timer.get_or_insert_with(|| rt::time::sleep(limit));
+                if Pin::new(timer).poll(cx).is_ready() {
                     return Poll::Ready(Outcome::IdleInTransactionTimeout);
                 }
             }

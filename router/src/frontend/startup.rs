@@ -5,11 +5,10 @@ use std::io;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ClientTlsMode;
-use crate::net::Stream;
+use crate::net::{Stream, Tcp};
 use crate::protocol::backend::{self as be, Severity};
 use crate::protocol::frame;
 use crate::protocol::frontend::{self as fe, StartupPacket};
@@ -70,7 +69,7 @@ async fn read_packet(stream: &mut Stream, buf: &mut BytesMut) -> Result<Result<u
 /// `client_certs`: a CA for client certificates is configured, so every
 /// client must come over TLS (a plaintext client would skip the check).
 pub async fn negotiate(
-    tcp: TcpStream,
+    tcp: Tcp,
     tls: Option<&TlsAcceptor>,
     tls_mode: ClientTlsMode,
     client_certs: bool,

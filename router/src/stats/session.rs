@@ -117,7 +117,7 @@ impl SessionStats {
             return;
         }
         if self.query_start.is_none() {
-            self.stamp(Tick::now());
+            self.stamp(Tick::cached());
         }
         if let Some(log) = self.log.as_mut() {
             log.capture(tag, bytes);
@@ -128,7 +128,7 @@ impl SessionStats {
     /// is how many requests are still unanswered after it.
     #[inline]
     pub fn on_ready(&mut self, status: u8, pending: u32, server_pid: i32) {
-        let now = Tick::now();
+        let now = Tick::cached();
         self.last_ready = Some(now);
         let stats = &self.share.stats;
         if let Some(start) = self.query_start.take() {

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use super::{now_us, PoolError, PoolShared, WorkerShare, FAIRNESS_SLACK_US};
 use crate::backend::server::{Conn, Detach, Detached, Server, ServerError};
 use crate::clock::{self, Tick};
+use crate::rt;
 use crate::runtime::StopSignal;
 
 type Reply = oneshot::Sender<Result<Server, PoolError>>;
@@ -86,7 +87,7 @@ impl Pool {
             }),
             stop,
         });
-        tokio::task::spawn_local(maintain(Rc::downgrade(&pool)));
+        rt::spawn_local(maintain(Rc::downgrade(&pool)));
         pool
     }
 
@@ -141,7 +142,7 @@ impl Pool {
             }
             // The timeout covers a RESUME between the check and the wait.
             tokio::select! {
-                _ = tokio::time::timeout(Duration::from_millis(100), resumed) => {}
+                _ = rt::time::timeout(Duration::from_millis(100), resumed) => {}
                 _ = stopping => {}
             }
         }
@@ -185,11 +186,11 @@ impl Pool {
         // that has since been served).
         self.serve_waiters();
         self.grow();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         let result = loop {
             tokio::select! {
                 r = &mut rx => break r.unwrap_or_else(|_| Err(PoolError::Retired(self.shared.key.to_string()))),
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = rt::time::sleep_until(deadline) => {
                     // A connection may have been handed over in the same instant.
                     if let Ok(r) = rx.try_recv() { break r; }
                     rx.close();
@@ -198,7 +199,7 @@ impl Pool {
                 }
                 _ = self.share.arrived.notified() => self.adopt_arrivals(),
                 _ = self.shared.freed.notified() => self.grow(),
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                _ = rt::time::sleep(Duration::from_millis(100)) => {
                     self.adopt_arrivals();
                     self.grow();
                 }
@@ -271,7 +272,7 @@ impl Pool {
             }
             self.opening.set(self.opening.get() + 1);
             let pool = self.clone();
-            tokio::task::spawn_local(async move {
+            rt::spawn_local(async move {
                 let result = pool.open().await;
                 pool.opening.set(pool.opening.get() - 1);
                 match result {
@@ -574,8 +575,7 @@ impl Drop for WaitingGuard<'_> {
 /// ones to other workers' waiting clients, idle timeout, lifetime, min size.
 /// Ends when the pool is dropped.
 async fn maintain(pool: Weak<Pool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = rt::time::interval(Duration::from_millis(100));
     let mut last_idle_scan = Instant::now();
     loop {
         tick.tick().await;

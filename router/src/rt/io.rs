@@ -1,0 +1,443 @@
+//! Sockets on the loop's reactor.
+//!
+//! Registration is edge-triggered for reading and writing at once. What the
+//! loop learns from epoll is kept as two bits per socket; a read or write
+//! that meets `WouldBlock` clears its bit, and only then does a task wait.
+//! A read that did not fill the room it was given also clears it (the
+//! socket was drained; the next read would only find EAGAIN), and a short
+//! write clears the write bit: both save a system call per exchange, and
+//! both are safe because any later arrival raises a new edge. The one
+//! thing that raises no later edge is the end of the stream: once epoll
+//! reports the peer closed (or an error), that is remembered for good, so
+//! a short read followed by a pending EOF still reads the EOF.
+
+use std::io::{self, ErrorKind, Write};
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, RawFd};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll, Waker};
+
+use mio::{Interest, Token};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::{with_core, Core};
+
+pub(super) const READ: u8 = 1;
+pub(super) const WRITE: u8 = 2;
+/// Sticky: the peer closed its side (or the socket failed). Never cleared.
+const READ_CLOSED: u8 = 4;
+const WRITE_CLOSED: u8 = 8;
+
+/// The bits that make `bit` (READ or WRITE) ready: its own or its closed one.
+#[inline]
+fn ready_mask(bit: u8) -> u8 {
+    bit | (bit << 2)
+}
+
+/// What the loop knows of one socket.
+pub(crate) struct IoSlot {
+    ready: u8,
+    /// Kept across wake-ups: the task reading a socket usually reads it
+    /// again, and a kept waker needs no clone. A stale one costs a
+    /// spurious poll at most.
+    reader: Option<Waker>,
+    /// Taken when it fires: every read event on a TCP socket also reports
+    /// it writable, and a writer is rarely waiting.
+    writer: Option<Waker>,
+}
+
+/// Records an event and wakes whoever waits on it.
+#[inline]
+pub(super) fn dispatch(core: &Core, event: &mio::event::Event) {
+    let mut io = core.io.borrow_mut();
+    let Some(slot) = io.get_mut(event.token().0) else { return };
+    let error = event.is_error();
+    let read_closed = event.is_read_closed() || error;
+    if event.is_readable() || read_closed {
+        slot.ready |= if read_closed { READ | READ_CLOSED } else { READ };
+        if let Some(w) = &slot.reader {
+            w.wake_by_ref();
+        }
+    }
+    let write_closed = event.is_write_closed() || error;
+    if event.is_writable() || write_closed {
+        slot.ready |= if write_closed { WRITE | WRITE_CLOSED } else { WRITE };
+        if let Some(w) = slot.writer.take() {
+            w.wake();
+        }
+    }
+}
+
+/// A socket's place in a loop: its slab key, and which loop (a socket used
+/// on another thread gets an error, not another loop's slot).
+struct Registration {
+    token: usize,
+    loop_id: usize,
+}
+
+fn not_on_loop() -> io::Error {
+    io::Error::other("socket used outside the event loop it belongs to")
+}
+
+impl Registration {
+    fn new(source: &mut impl mio::event::Source, interest: Interest, ready: u8) -> io::Result<Registration> {
+        with_core(|core| {
+            let token = core.io.borrow_mut().insert(IoSlot { ready, reader: None, writer: None });
+            if let Err(e) = core.registry.register(source, Token(token), interest) {
+                core.io.borrow_mut().remove(token);
+                return Err(e);
+            }
+            Ok(Registration { token, loop_id: core.id })
+        })
+        .unwrap_or_else(|| Err(not_on_loop()))
+    }
+
+    #[inline]
+    fn with_slot<R>(&self, f: impl FnOnce(&mut IoSlot) -> R) -> Option<R> {
+        with_core(|core| {
+            if core.id != self.loop_id {
+                return None;
+            }
+            core.io.borrow_mut().get_mut(self.token).map(f)
+        })
+        .flatten()
+    }
+
+    #[inline]
+    fn is_ready(&self, bit: u8) -> bool {
+        self.with_slot(|s| s.ready & ready_mask(bit) != 0).unwrap_or(false)
+    }
+
+    #[inline]
+    fn clear(&self, bit: u8) {
+        self.with_slot(|s| s.ready &= !bit);
+    }
+
+    /// Ready, or Pending with the task's waker stored for `bit`.
+    #[inline]
+    fn poll_ready(&self, cx: &mut Context<'_>, bit: u8) -> Poll<io::Result<()>> {
+        match self.with_slot(|s| {
+            if s.ready & ready_mask(bit) != 0 {
+                return true;
+            }
+            let waiter = if bit == READ { &mut s.reader } else { &mut s.writer };
+            if !waiter.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waiter = Some(cx.waker().clone());
+            }
+            false
+        }) {
+            Some(true) => Poll::Ready(Ok(())),
+            Some(false) => Poll::Pending,
+            None => Poll::Ready(Err(not_on_loop())),
+        }
+    }
+
+    /// Leaves the loop: the source is deregistered (it stays open).
+    fn deregister(&self, source: &mut impl mio::event::Source) {
+        with_core(|core| {
+            if core.id == self.loop_id {
+                let _ = core.registry.deregister(source);
+                core.io.borrow_mut().try_remove(self.token);
+            }
+        });
+    }
+
+    /// Forgets the slot of a source being closed. Closing the descriptor
+    /// takes it out of the epoll set, so no system call is needed.
+    fn release(&self) {
+        with_core(|core| {
+            if core.id == self.loop_id {
+                core.io.borrow_mut().try_remove(self.token);
+            }
+        });
+    }
+}
+
+/// A TCP connection on a worker's loop.
+pub struct TcpStream {
+    /// None only after `into_std`.
+    io: Option<mio::net::TcpStream>,
+    reg: Registration,
+}
+
+impl TcpStream {
+    /// Takes a connected socket (an accepted client, or a server
+    /// connection moved from another worker) onto this thread's loop.
+    pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        stream.set_nonblocking(true)?;
+        // Writable until a write says otherwise; readable only once epoll
+        // says so (registration reports data already waiting).
+        Self::register(mio::net::TcpStream::from_std(stream), WRITE)
+    }
+
+    fn register(mut io: mio::net::TcpStream, ready: u8) -> io::Result<TcpStream> {
+        let reg = Registration::new(&mut io, Interest::READABLE | Interest::WRITABLE, ready)?;
+        Ok(TcpStream { io: Some(io), reg })
+    }
+
+    #[inline]
+    fn io(&self) -> &mio::net::TcpStream {
+        // Only `into_std`, which consumes self, takes it.
+        self.io.as_ref().expect("socket present")
+    }
+
+    /// Connects to one address.
+    pub async fn connect_addr(addr: SocketAddr) -> io::Result<TcpStream> {
+        let stream = Self::register(mio::net::TcpStream::connect(addr)?, 0)?;
+        std::future::poll_fn(|cx| stream.reg.poll_ready(cx, WRITE)).await?;
+        if let Some(e) = stream.io().take_error()? {
+            return Err(e);
+        }
+        stream.io().peer_addr()?;
+        Ok(stream)
+    }
+
+    /// Reads into the spare capacity of `buf`; `WouldBlock` without a
+    /// system call when the loop has seen nothing to read.
+    #[inline]
+    pub fn try_read_buf(&self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+        if !self.reg.is_ready(READ) {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        let spare = buf.spare_capacity_mut();
+        match self.recv(spare) {
+            Ok(n) => {
+                // SAFETY: recv initialised the first n bytes of the spare
+                // capacity.
+                unsafe { buf.set_len(buf.len() + n) };
+                Ok(n)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// recv(2) into uninitialised memory; clears readiness on WouldBlock.
+    #[inline]
+    fn recv(&self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        match socket2::SockRef::from(self.io()).recv(dst) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                self.reg.clear(READ);
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    /// Writes what the socket takes; `WouldBlock` without a system call
+    /// when the socket is known to be full.
+    #[inline]
+    pub fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+        if !self.reg.is_ready(WRITE) {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        match (&mut self.io()).write(data) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                self.reg.clear(WRITE);
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    #[inline]
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.reg.poll_ready(cx, READ)
+    }
+
+    #[inline]
+    pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.reg.poll_ready(cx, WRITE)
+    }
+
+    /// Whether epoll reported input not read yet.
+    #[inline]
+    pub fn has_input(&self) -> bool {
+        self.reg.is_ready(READ)
+    }
+
+    /// Forgets readability (the socket was drained), as `WouldBlock` would.
+    #[inline]
+    pub fn forget_readable(&self) {
+        self.reg.clear(READ);
+    }
+
+    /// Forgets writability (the send buffer filled up).
+    #[inline]
+    pub fn forget_writable(&self) {
+        self.reg.clear(WRITE);
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io().local_addr()
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.io().peer_addr()
+    }
+
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.io().set_nodelay(on)
+    }
+
+    /// Leaves the loop as a blocking-capable std socket, to be moved to
+    /// another thread.
+    pub fn into_std(mut self) -> io::Result<std::net::TcpStream> {
+        let mut io = self.io.take().expect("socket present");
+        self.reg.deregister(&mut io);
+        // SAFETY: the descriptor is owned by `io`, whose ownership passes
+        // to the std socket.
+        Ok(unsafe { std::net::TcpStream::from_raw_fd(io.into_raw_fd()) })
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        match self.io().shutdown(std::net::Shutdown::Write) {
+            Err(e) if e.kind() == ErrorKind::NotConnected => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        if self.io.is_some() {
+            self.reg.release();
+        }
+    }
+}
+
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io().as_fd()
+    }
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io().as_raw_fd()
+    }
+}
+
+impl AsyncRead for TcpStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            ready!(this.reg.poll_ready(cx, READ))?;
+            // SAFETY: recv writes only initialised bytes, and only the n it
+            // reports are marked initialised.
+            let unfilled = unsafe { buf.unfilled_mut() };
+            let room = unfilled.len();
+            match this.recv(unfilled) {
+                Ok(n) => {
+                    unsafe { buf.assume_init(n) };
+                    buf.advance(n);
+                    if n > 0 && n < room {
+                        this.reg.clear(READ);
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for TcpStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            ready!(this.reg.poll_ready(cx, WRITE))?;
+            match this.try_write(data) {
+                Ok(n) => {
+                    if n < data.len() {
+                        this.reg.clear(WRITE);
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.shutdown_write())
+    }
+}
+
+/// Connects to `host:port`, trying each address it resolves to in turn.
+/// A literal IP address needs no lookup; a name is resolved on a thread of
+/// its own (getaddrinfo blocks), again on every call so that a service name
+/// that moved is followed.
+pub async fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
+    let addrs = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => resolve(host, port).await?,
+    };
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect_addr(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(ErrorKind::NotFound, format!("{host}: no addresses to connect to"))))
+}
+
+async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let name = (host.to_string(), port);
+    std::thread::Builder::new().name("pgdog-resolve".into()).spawn(move || {
+        let _ = tx.send(name.to_socket_addrs().map(Iterator::collect));
+    })?;
+    rx.await.map_err(|_| io::Error::other("name resolution thread ended"))?
+}
+
+/// A listening socket on a worker's loop.
+pub struct TcpListener {
+    io: mio::net::TcpListener,
+    reg: Registration,
+}
+
+impl TcpListener {
+    pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+        listener.set_nonblocking(true)?;
+        let mut io = mio::net::TcpListener::from_std(listener);
+        // Readable until accept says otherwise: connections may be queued
+        // already.
+        let reg = Registration::new(&mut io, Interest::READABLE, READ)?;
+        Ok(TcpListener { io, reg })
+    }
+
+    /// The next connection, on this loop.
+    pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
+        loop {
+            ready!(self.reg.poll_ready(cx, READ))?;
+            match self.io.accept() {
+                Ok((stream, peer)) => return Poll::Ready(TcpStream::register(stream, WRITE).map(|s| (s, peer))),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => self.reg.clear(READ),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        std::future::poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.local_addr()
+    }
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        self.reg.release();
+    }
+}
