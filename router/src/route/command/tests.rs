@@ -423,3 +423,28 @@ fn plain_check_agrees_with_separate_scans() {
     }
     assert!(checked > 10_000);
 }
+
+/// Both chunk scanners flag every byte `LOOK` marks, at every position,
+/// whatever surrounds it (the portable one is what other targets run).
+#[test]
+fn chunk_scanners_miss_no_marked_byte() {
+    fn check<const N: usize>(marked: fn(&[u8; N]) -> u64, stride: u32) {
+        for byte in 0..=255u8 {
+            if LOOK[usize::from(byte)] == LOOK_NONE {
+                continue;
+            }
+            for at in 0..N {
+                for fill in [b' ', b'a', 0xff, byte.wrapping_add(1), byte.wrapping_sub(1)] {
+                    let mut chunk = [fill; N];
+                    chunk[at] = byte;
+                    // The bits of byte `at`: one (SSE2) or its eight (SWAR).
+                    let bits = (marked(&chunk) >> (at as u32 * stride)) & ((1 << stride) - 1);
+                    assert_ne!(bits, 0, "byte {byte:#x} at {at} in {fill:#x}");
+                }
+            }
+        }
+    }
+    check(marks::swar::marked, marks::swar::STRIDE);
+    #[cfg(target_arch = "x86_64")]
+    check(marks::sse2::marked, marks::sse2::STRIDE);
+}
