@@ -57,14 +57,6 @@ impl Tcp {
     }
 
     #[inline]
-    fn try_read_buf(&self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
-        match self {
-            Tcp::Loop(s) => s.try_read_buf(buf),
-            Tcp::Tokio(s) => s.try_read_buf(buf),
-        }
-    }
-
-    #[inline]
     pub fn try_write(&self, data: &[u8]) -> io::Result<usize> {
         match self {
             Tcp::Loop(s) => s.try_write(data),
@@ -80,39 +72,12 @@ impl Tcp {
         }
     }
 
-    #[inline]
-    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            Tcp::Loop(s) => s.poll_write_ready(cx),
-            Tcp::Tokio(s) => s.poll_write_ready(cx),
-        }
-    }
-
     /// Whether the peer sent something not read yet, as far as the event
     /// loop knows (no system call).
     pub fn has_input(&self) -> bool {
         match self {
             Tcp::Loop(s) => s.has_input(),
             Tcp::Tokio(s) => s.try_io(tokio::io::Interest::READABLE, || Ok(())).is_ok(),
-        }
-    }
-
-    /// Clears the readiness recorded for reading, as a `WouldBlock` from
-    /// the socket would: until the next epoll event, reads return
-    /// `WouldBlock` without a syscall and waits register the waker.
-    #[inline]
-    fn forget_readable(&self) {
-        match self {
-            Tcp::Loop(s) => s.forget_readable(),
-            Tcp::Tokio(s) => forget_tokio_readiness(s, tokio::io::Interest::READABLE),
-        }
-    }
-
-    #[inline]
-    fn forget_writable(&self) {
-        match self {
-            Tcp::Loop(s) => s.forget_writable(),
-            Tcp::Tokio(s) => forget_tokio_readiness(s, tokio::io::Interest::WRITABLE),
         }
     }
 
@@ -129,10 +94,6 @@ impl Tcp {
             Tcp::Tokio(s) => s.peer_addr(),
         }
     }
-}
-
-fn forget_tokio_readiness(tcp: &tokio::net::TcpStream, interest: tokio::io::Interest) {
-    let _ = tcp.try_io(interest, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
 }
 
 impl std::os::fd::AsFd for Tcp {
@@ -203,57 +164,23 @@ impl Stream {
 
 impl Stream {
     /// Reads what the socket has into the spare capacity of `buf` (which
-    /// must have some). The pump's read: for plain TCP, the attempt comes
-    /// first and readiness is only asked for after `WouldBlock`, so a read
-    /// that finds data skips the waker registration.
+    /// must have some). The pump's read; for plain TCP on a worker's loop
+    /// no system call is made until the loop has seen the socket readable,
+    /// and a read that drains it forgets that (see `rt::io`).
     #[inline]
     pub fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut bytes::BytesMut) -> Poll<io::Result<usize>> {
-        let Stream::Plain(tcp) = self else {
-            return tokio_util::io::poll_read_buf(Pin::new(self), cx, buf);
-        };
-        let room = buf.capacity() - buf.len();
-        let n = std::task::ready!(attempt_then_wait(cx, || tcp.try_read_buf(buf), |cx| tcp.poll_read_ready(cx)))?;
-        // Edge-triggered epoll: a read that did not fill the room drained
-        // the socket, so the next one would only find EAGAIN. Forget the
-        // readiness instead of paying a syscall to learn that.
-        if n > 0 && n < room {
-            tcp.forget_readable();
+        match self {
+            Stream::Plain(Tcp::Loop(tcp)) => tcp.poll_recv_buf(cx, buf),
+            _ => tokio_util::io::poll_read_buf(Pin::new(self), cx, buf),
         }
-        Poll::Ready(Ok(n))
     }
 
     /// Writes what the socket takes of `data`; see [`Stream::poll_recv`].
     #[inline]
     pub fn poll_send(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let Stream::Plain(tcp) = self else {
-            return Pin::new(self).poll_write(cx, data);
-        };
-        let n = std::task::ready!(attempt_then_wait(cx, || tcp.try_write(data), |cx| tcp.poll_write_ready(cx)))?;
-        // A short write means the send buffer is full.
-        if n > 0 && n < data.len() {
-            tcp.forget_writable();
-        }
-        Poll::Ready(Ok(n))
-    }
-}
-
-/// Runs `attempt` and, while it says `WouldBlock`, asks `ready` (which
-/// registers the task's waker when the answer is Pending) before trying
-/// again: the I/O first, the readiness bookkeeping only when it is needed.
-#[inline]
-fn attempt_then_wait<R>(
-    cx: &mut Context<'_>,
-    mut attempt: impl FnMut() -> io::Result<R>,
-    mut ready: impl FnMut(&mut Context<'_>) -> Poll<io::Result<()>>,
-) -> Poll<io::Result<R>> {
-    loop {
-        match attempt() {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match ready(cx) {
-                Poll::Ready(Ok(())) => continue,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            },
-            done => return Poll::Ready(done),
+        match self {
+            Stream::Plain(Tcp::Loop(tcp)) => tcp.poll_send(cx, data),
+            _ => Pin::new(self).poll_write(cx, data),
         }
     }
 }

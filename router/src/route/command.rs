@@ -156,16 +156,23 @@ pub fn is_plain(sql: &[u8]) -> bool {
     let mut temp = false;
     let mut base = 0;
     'scan: while base < sql.len() {
-        let chunk: [u8; marks::CHUNK] = match sql.get(base..base + marks::CHUNK) {
-            Some(chunk) => chunk.try_into().unwrap_or([b' '; marks::CHUNK]),
-            // The last, short chunk is padded with spaces, never marked.
+        // `skip`: bytes at the start of the chunk already looked at.
+        let (chunk, skip): ([u8; marks::CHUNK], usize) = match sql.get(base..base + marks::CHUNK) {
+            Some(chunk) => (chunk.try_into().unwrap_or([b' '; marks::CHUNK]), 0),
+            // The last, short chunk: the text's last CHUNK bytes, overlapping
+            // the previous chunk, when the text is that long.
+            None if sql.len() >= marks::CHUNK => {
+                let start = sql.len() - marks::CHUNK;
+                (sql[start..].try_into().unwrap_or([b' '; marks::CHUNK]), base - start)
+            }
+            // A text shorter than a chunk is padded with spaces, never marked.
             None => {
                 let mut chunk = [b' '; marks::CHUNK];
                 chunk[..sql.len() - base].copy_from_slice(&sql[base..]);
-                chunk
+                (chunk, 0)
             }
         };
-        let mut marked = marks::marked(&chunk);
+        let mut marked = marks::marked(&chunk) >> (skip as u32 * marks::STRIDE);
         while marked != 0 {
             let at = base + (marked.trailing_zeros() / marks::STRIDE) as usize;
             marked &= marked - 1;
@@ -202,6 +209,26 @@ pub fn is_plain(sql: &[u8]) -> bool {
 /// has `temp` anywhere: a first keyword that only starts plain statements,
 /// and for SELECT and WITH no `temp` (so no `SELECT ... INTO TEMP`).
 fn plain_statement(stmt: &[u8], temp: bool) -> bool {
+    let mut buf = [0; KEYWORD_MAX];
+    // The usual statement starts with its keyword: read the word without
+    // the lexer (which the rest, a comment or a parenthesis, needs). A
+    // letter starting a string (`E'...'`, `U&'...'`) reads as a one-letter
+    // word here, which is no keyword listed below, as the lexer's string
+    // token is none.
+    let text = stmt.trim_ascii_start();
+    if text.first().is_some_and(u8::is_ascii_alphabetic) {
+        let len = text.iter().position(|&b| !lexer::is_ident_cont(b)).unwrap_or(text.len());
+        let Some(word) = buf.get_mut(..len) else { return false };
+        word.copy_from_slice(&text[..len]);
+        word.make_ascii_lowercase();
+        return plain_keyword(word, false, temp);
+    }
+    plain_statement_lexed(stmt, temp)
+}
+
+/// [`plain_statement`] through the lexer, for any statement.
+fn plain_statement_lexed(stmt: &[u8], temp: bool) -> bool {
+    let mut buf = [0; KEYWORD_MAX];
     let mut lex = Lexer { sql: stmt, pos: 0 };
     let mut parenthesised = false;
     let first = loop {
@@ -211,13 +238,16 @@ fn plain_statement(stmt: &[u8], temp: bool) -> bool {
             None => return false,
         }
     };
-    let mut buf = [0; KEYWORD_MAX];
-    match lex.keyword(first, &mut buf) {
-        Some(b"select" | b"with") => !temp,
-        Some(
-            b"insert" | b"update" | b"delete" | b"merge" | b"values" | b"table" | b"show" | b"copy" | b"fetch"
-            | b"move" | b"close" | b"notify" | b"unlisten" | b"call" | b"truncate",
-        ) => !(parenthesised && temp),
+    lex.keyword(first, &mut buf).is_some_and(|word| plain_keyword(word, parenthesised, temp))
+}
+
+/// A first keyword (lowercase) that only starts plain statements; for
+/// SELECT and WITH, and in parentheses, only without `temp` in the text.
+fn plain_keyword(word: &[u8], parenthesised: bool, temp: bool) -> bool {
+    match word {
+        b"select" | b"with" => !temp,
+        b"insert" | b"update" | b"delete" | b"merge" | b"values" | b"table" | b"show" | b"copy" | b"fetch"
+        | b"move" | b"close" | b"notify" | b"unlisten" | b"call" | b"truncate" => !(parenthesised && temp),
         _ => false,
     }
 }

@@ -193,51 +193,62 @@ impl TcpStream {
         Ok(stream)
     }
 
-    /// Reads into the spare capacity of `buf`; `WouldBlock` without a
-    /// system call when the loop has seen nothing to read.
+    /// Reads into the spare capacity of `buf`; see [`TcpStream::poll_recv`].
     #[inline]
-    pub fn try_read_buf(&self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
-        if !self.reg.is_ready(READ) {
-            return Err(ErrorKind::WouldBlock.into());
-        }
-        let spare = buf.spare_capacity_mut();
-        match self.recv(spare) {
-            Ok(n) => {
-                // SAFETY: recv initialised the first n bytes of the spare
-                // capacity.
-                unsafe { buf.set_len(buf.len() + n) };
-                Ok(n)
+    pub fn poll_recv_buf(&self, cx: &mut Context<'_>, buf: &mut bytes::BytesMut) -> Poll<io::Result<usize>> {
+        let n = ready!(self.poll_recv(cx, buf.spare_capacity_mut()))?;
+        // SAFETY: recv initialised the first n bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        Poll::Ready(Ok(n))
+    }
+
+    /// recv(2) once the loop has seen the socket readable; until then no
+    /// system call, just the waker registered. EAGAIN, or a read that did
+    /// not fill `dst` (the socket is drained), forgets the readability.
+    #[inline]
+    fn poll_recv(&self, cx: &mut Context<'_>, dst: &mut [MaybeUninit<u8>]) -> Poll<io::Result<usize>> {
+        let room = dst.len();
+        loop {
+            ready!(self.reg.poll_ready(cx, READ))?;
+            match sys::recv(self.io().as_raw_fd(), dst) {
+                Ok(n) => {
+                    if n > 0 && n < room {
+                        self.reg.clear(READ);
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(libc::EAGAIN) => self.reg.clear(READ),
+                Err(errno) => return Poll::Ready(Err(io::Error::from_raw_os_error(errno))),
             }
-            Err(e) => Err(e),
         }
     }
 
-    /// recv(2) into uninitialised memory; clears readiness on WouldBlock.
+    /// send(2) once the socket is known writable; a short write (the send
+    /// buffer filled) or EAGAIN forgets the writability.
     #[inline]
-    fn recv(&self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
-        match sys::recv(self.io().as_raw_fd(), dst) {
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                self.reg.clear(READ);
-                Err(e)
+    pub fn poll_send(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.reg.poll_ready(cx, WRITE))?;
+            match sys::send(self.io().as_raw_fd(), data) {
+                Ok(n) => {
+                    if n < data.len() {
+                        self.reg.clear(WRITE);
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(libc::EAGAIN) => self.reg.clear(WRITE),
+                Err(errno) => return Poll::Ready(Err(io::Error::from_raw_os_error(errno))),
             }
-            other => other,
         }
     }
 
-    /// Writes what the socket takes; `WouldBlock` without a system call
-    /// when the socket is known to be full.
-    #[inline]
+    /// One send(2) without waiting: `WouldBlock` when the socket is known
+    /// to be full. For a best-effort Terminate before closing.
     pub fn try_write(&self, data: &[u8]) -> io::Result<usize> {
         if !self.reg.is_ready(WRITE) {
             return Err(ErrorKind::WouldBlock.into());
         }
-        match sys::send(self.io().as_raw_fd(), data) {
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                self.reg.clear(WRITE);
-                Err(e)
-            }
-            other => other,
-        }
+        sys::send(self.io().as_raw_fd(), data).map_err(io::Error::from_raw_os_error)
     }
 
     #[inline]
@@ -245,27 +256,10 @@ impl TcpStream {
         self.reg.poll_ready(cx, READ)
     }
 
-    #[inline]
-    pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.reg.poll_ready(cx, WRITE)
-    }
-
     /// Whether epoll reported input not read yet.
     #[inline]
     pub fn has_input(&self) -> bool {
         self.reg.is_ready(READ)
-    }
-
-    /// Forgets readability (the socket was drained), as `WouldBlock` would.
-    #[inline]
-    pub fn forget_readable(&self) {
-        self.reg.clear(READ);
-    }
-
-    /// Forgets writability (the send buffer filled up).
-    #[inline]
-    pub fn forget_writable(&self) {
-        self.reg.clear(WRITE);
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -320,45 +314,18 @@ impl AsRawFd for TcpStream {
 
 impl AsyncRead for TcpStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        loop {
-            ready!(this.reg.poll_ready(cx, READ))?;
-            // SAFETY: recv writes only initialised bytes, and only the n it
-            // reports are marked initialised.
-            let unfilled = unsafe { buf.unfilled_mut() };
-            let room = unfilled.len();
-            match this.recv(unfilled) {
-                Ok(n) => {
-                    unsafe { buf.assume_init(n) };
-                    buf.advance(n);
-                    if n > 0 && n < room {
-                        this.reg.clear(READ);
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        // SAFETY: recv writes only initialised bytes, and only the n it
+        // reports are marked initialised.
+        let n = ready!(self.poll_recv(cx, unsafe { buf.unfilled_mut() }))?;
+        unsafe { buf.assume_init(n) };
+        buf.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 
 impl AsyncWrite for TcpStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        loop {
-            ready!(this.reg.poll_ready(cx, WRITE))?;
-            match this.try_write(data) {
-                Ok(n) => {
-                    if n < data.len() {
-                        this.reg.clear(WRITE);
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        self.get_mut().poll_send(cx, data)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -383,14 +350,14 @@ mod sys {
     use std::os::fd::RawFd;
 
     #[inline]
-    pub(super) fn recv(fd: RawFd, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    pub(super) fn recv(fd: RawFd, dst: &mut [MaybeUninit<u8>]) -> Result<usize, i32> {
         // SAFETY: `dst` is writable for its length, and the kernel writes at
         // most that many bytes; the address arguments are null.
         retrying(|| unsafe { libc::syscall(libc::SYS_recvfrom, fd, dst.as_mut_ptr(), dst.len(), 0, 0usize, 0usize) })
     }
 
     #[inline]
-    pub(super) fn send(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    pub(super) fn send(fd: RawFd, data: &[u8]) -> Result<usize, i32> {
         // SAFETY: `data` is readable for its length; the address arguments
         // are null. MSG_NOSIGNAL: a closed peer is EPIPE, not a signal.
         retrying(|| unsafe {
@@ -398,16 +365,17 @@ mod sys {
         })
     }
 
-    /// The byte count of a call, again after EINTR, or its errno.
+    /// The byte count of a call, again after EINTR, or its errno (the
+    /// caller tells EAGAIN apart without building an `io::Error`).
     #[inline]
-    fn retrying(mut call: impl FnMut() -> libc::c_long) -> io::Result<usize> {
+    fn retrying(mut call: impl FnMut() -> libc::c_long) -> Result<usize, i32> {
         loop {
             if let Ok(n) = usize::try_from(call()) {
                 return Ok(n);
             }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                errno => return Err(errno.unwrap_or(libc::EIO)),
             }
         }
     }

@@ -61,7 +61,7 @@ fn is_tag_cont(b: u8) -> bool {
     is_ident_start(b) || b.is_ascii_digit()
 }
 
-fn is_ident_cont(b: u8) -> bool {
+pub(in crate::route) fn is_ident_cont(b: u8) -> bool {
     is_tag_cont(b) || b == b'$'
 }
 

@@ -448,3 +448,39 @@ fn chunk_scanners_miss_no_marked_byte() {
     #[cfg(target_arch = "x86_64")]
     check(marks::sse2::marked, marks::sse2::STRIDE);
 }
+
+/// Reading a leading keyword without the lexer decides as the lexer does,
+/// on every case and on texts made to trip it.
+#[test]
+fn first_word_fast_path_agrees_with_the_lexer() {
+    let mut texts: Vec<Vec<u8>> = cases().into_iter().map(|(sql, _)| sql.to_vec()).collect();
+    for extra in [
+        &b"E'select'"[..],
+        b"U&'select'",
+        b"U&\"select\" x",
+        b"select$1",
+        b"select_x from t",
+        b"SELECT/**/1",
+        b"select--c\n1",
+        b"insert\tinto t values (1)",
+        b"values(1)",
+        b"\xc3\xa9select",
+        b"selectx",
+        b"truncatetruncatetruncate",
+        b"  \n WITH a AS (SELECT 1) SELECT * FROM a",
+        b"x",
+        b"",
+    ] {
+        texts.push(extra.to_vec());
+    }
+    for text in &texts {
+        for temp in [false, true] {
+            assert_eq!(
+                plain_statement(text, temp),
+                plain_statement_lexed(text, temp),
+                "{:?} temp={temp}",
+                text.escape_ascii().to_string()
+            );
+        }
+    }
+}
