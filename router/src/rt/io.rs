@@ -11,11 +11,13 @@
 //! reports the peer closed (or an error), that is remembered for good, so
 //! a short read followed by a pending EOF still reads the EOF.
 
+use std::cell::Cell;
 use std::io::{self, ErrorKind};
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, RawFd};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{ready, Context, Poll, Waker};
 
 use mio::{Interest, Token};
@@ -35,46 +37,61 @@ fn ready_mask(bit: u8) -> u8 {
     bit | (bit << 2)
 }
 
-/// What the loop knows of one socket.
+/// What the loop knows of one socket. Shared (in an `Rc`) by the loop's
+/// slab, which the event dispatch finds it in, and the socket, which
+/// reaches it by pointer; every field is a `Cell`.
 pub(crate) struct IoSlot {
-    ready: u8,
+    ready: Cell<u8>,
     /// Kept across wake-ups: the task reading a socket usually reads it
     /// again, and a kept waker needs no clone. A stale one costs a
     /// spurious poll at most.
-    reader: Option<Waker>,
+    reader: Cell<Option<Waker>>,
     /// Taken when it fires: every read event on a TCP socket also reports
     /// it writable, and a writer is rarely waiting.
-    writer: Option<Waker>,
+    writer: Cell<Option<Waker>>,
 }
 
 /// Records an event and wakes whoever waits on it.
 #[inline]
 pub(super) fn dispatch(core: &Core, event: &mio::event::Event) {
-    let mut io = core.io.borrow_mut();
-    let Some(slot) = io.get_mut(event.token().0) else { return };
+    let io = core.io.borrow();
+    let Some(slot) = io.get(event.token().0) else { return };
     let error = event.is_error();
     let read_closed = event.is_read_closed() || error;
     if event.is_readable() || read_closed {
-        slot.ready |= if read_closed { READ | READ_CLOSED } else { READ };
-        if let Some(w) = &slot.reader {
+        slot.ready.set(slot.ready.get() | if read_closed { READ | READ_CLOSED } else { READ });
+        let reader = slot.reader.take();
+        if let Some(w) = &reader {
             w.wake_by_ref();
         }
+        slot.reader.set(reader);
     }
     let write_closed = event.is_write_closed() || error;
     if event.is_writable() || write_closed {
-        slot.ready |= if write_closed { WRITE | WRITE_CLOSED } else { WRITE };
+        slot.ready.set(slot.ready.get() | if write_closed { WRITE | WRITE_CLOSED } else { WRITE });
         if let Some(w) = slot.writer.take() {
             w.wake();
         }
     }
 }
 
-/// A socket's place in a loop: its slab key, and which loop (a socket used
-/// on another thread gets an error, not another loop's slot).
+/// A socket's place in a loop: its slab key, its slot, and which loop (a
+/// socket used on another thread gets an error, not another loop's slot).
 struct Registration {
     token: usize,
     loop_id: usize,
+    slot: SlotPtr,
 }
+
+/// The socket's own way to its slot, without the slab's `RefCell` and
+/// lookup on every read and write (several per statement).
+struct SlotPtr(*const IoSlot);
+
+// SAFETY: the pointer is only followed on the thread of the loop that owns
+// the slot (`Registration::slot` checks the loop id first); on any other
+// thread a registration, shared or moved, is inert data.
+unsafe impl Send for SlotPtr {}
+unsafe impl Sync for SlotPtr {}
 
 fn not_on_loop() -> io::Error {
     io::Error::other("socket used outside the event loop it belongs to")
@@ -83,48 +100,53 @@ fn not_on_loop() -> io::Error {
 impl Registration {
     fn new(source: &mut impl mio::event::Source, interest: Interest, ready: u8) -> io::Result<Registration> {
         with_core(|core| {
-            let token = core.io.borrow_mut().insert(IoSlot { ready, reader: None, writer: None });
+            let slot = Rc::new(IoSlot { ready: Cell::new(ready), reader: Cell::new(None), writer: Cell::new(None) });
+            let ptr = SlotPtr(Rc::as_ptr(&slot));
+            let token = core.io.borrow_mut().insert(slot);
             if let Err(e) = core.registry.register(source, Token(token), interest) {
                 core.io.borrow_mut().remove(token);
                 return Err(e);
             }
-            Ok(Registration { token, loop_id: core.id })
+            Ok(Registration { token, loop_id: core.id, slot: ptr })
         })
         .unwrap_or_else(|| Err(not_on_loop()))
     }
 
+    /// The slot, on the loop it belongs to.
     #[inline]
-    fn with_slot<R>(&self, f: impl FnOnce(&mut IoSlot) -> R) -> Option<R> {
-        with_core(|core| {
-            if core.id != self.loop_id {
-                return None;
-            }
-            core.io.borrow_mut().get_mut(self.token).map(f)
-        })
-        .flatten()
+    fn slot(&self) -> Option<&IoSlot> {
+        if with_core(|core| core.id) != Some(self.loop_id) {
+            return None;
+        }
+        // SAFETY: this is the owning loop's thread, and the slot is alive:
+        // its `Rc` leaves the loop's slab only through `release` or
+        // `deregister` of this registration, or with the loop itself, after
+        // which no loop with this id runs on any thread.
+        Some(unsafe { &*self.slot.0 })
     }
 
     #[inline]
     fn is_ready(&self, bit: u8) -> bool {
-        self.with_slot(|s| s.ready & ready_mask(bit) != 0).unwrap_or(false)
+        self.slot().is_some_and(|s| s.ready.get() & ready_mask(bit) != 0)
     }
 
     #[inline]
     fn clear(&self, bit: u8) {
-        self.with_slot(|s| s.ready &= !bit);
+        if let Some(s) = self.slot() {
+            s.ready.set(s.ready.get() & !bit);
+        }
     }
 
     /// Ready, or Pending with the task's waker stored for `bit`.
     #[inline]
     fn poll_ready(&self, cx: &mut Context<'_>, bit: u8) -> Poll<io::Result<()>> {
-        match self.with_slot(|s| {
-            if s.ready & ready_mask(bit) != 0 {
+        match self.slot().map(|s| {
+            if s.ready.get() & ready_mask(bit) != 0 {
                 return true;
             }
-            let waiter = if bit == READ { &mut s.reader } else { &mut s.writer };
-            if !waiter.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *waiter = Some(cx.waker().clone());
-            }
+            let waiter = if bit == READ { &s.reader } else { &s.writer };
+            let kept = waiter.take().filter(|w| w.will_wake(cx.waker()));
+            waiter.set(Some(kept.unwrap_or_else(|| cx.waker().clone())));
             false
         }) {
             Some(true) => Poll::Ready(Ok(())),

@@ -65,7 +65,7 @@ pub(crate) struct Core {
     remote: Arc<Remote>,
     poll: RefCell<mio::Poll>,
     registry: mio::Registry,
-    io: RefCell<slab::Slab<io::IoSlot>>,
+    io: RefCell<slab::Slab<std::rc::Rc<io::IoSlot>>>,
     timers: RefCell<time::Timers>,
     /// The clock as read when epoll last returned: the loop's time.
     now: Cell<Tick>,
