@@ -54,8 +54,8 @@ const SERVER_INSPECT: TagSet = TagSet::new(b"ZE13");
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
 /// Passes through the pump's loop before it lets the other tasks of its
-/// worker run (tokio's own budget is 128 socket operations; a pass makes
-/// up to four).
+/// worker run (a pass makes up to four socket operations; the worker's
+/// loop has no budget of its own).
 const PUMP_BUDGET: u32 = 32;
 /// Idle read buffers a worker keeps for reuse: enough for the requests in
 /// flight at once on one thread, not so many that they pin much memory.
@@ -902,9 +902,9 @@ impl Session {
         let mut blocked = Blocked::default();
         let mut turns = 0;
         loop {
-            // The sockets' fast paths skip tokio's task budget: a pump that
-            // always finds data (a long COPY, a big result) yields here, so
-            // the other sessions on this worker keep being served.
+            // Sockets never yield on their own: a pump that always finds
+            // data (a long COPY, a big result) yields here, so the other
+            // sessions on this worker keep being served.
             turns += 1;
             if turns > PUMP_BUDGET {
                 cx.waker().wake_by_ref();
