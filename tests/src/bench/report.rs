@@ -106,6 +106,33 @@ pub struct Row {
     pub router: Cell,
 }
 
+/// The median over rounds of `a`'s figure divided by `b`'s in the same
+/// round: a paired comparison, which the drift of the whole machine from
+/// one round to the next (often larger than the difference between two
+/// poolers) cancels out of.
+pub fn paired_ratio(a: &Cell, b: &Cell, figure: impl Fn(&RunResult) -> Option<f64>) -> Option<f64> {
+    let (Cell::Runs(a), Cell::Runs(b)) = (a, b) else { return None };
+    let ratios: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter_map(|pair| match pair {
+            (Ok(x), Ok(y)) => Some((figure(x)?, figure(y)?)),
+            _ => None,
+        })
+        .filter(|(_, y)| *y > 0.0)
+        .map(|(x, y)| x / y)
+        .collect();
+    median(&ratios)
+}
+
+fn paired_text(a: &Cell, b: &Cell, figure: impl Fn(&RunResult) -> Option<f64>) -> String {
+    match (a.placeholder().or(b.placeholder()), paired_ratio(a, b, figure)) {
+        (Some(p), _) => p,
+        (None, Some(r)) => format!("{r:.2}×"),
+        (None, None) => "–".into(),
+    }
+}
+
 fn ratio(pooler: &Cell, direct: &Cell) -> String {
     if let Some(p) = pooler.placeholder() {
         return p;
@@ -121,13 +148,14 @@ pub fn throughput_table(rows: &[Row]) -> String {
     let mut out = String::new();
     out.push_str(
         "| workload | direct TPS | PgBouncer TPS | router TPS | PgBouncer / direct | router / direct \
-         | failed tx (direct / PgBouncer / router) | PgBouncer CPU µs/tx | router CPU µs/tx |\n",
+         | failed tx (direct / PgBouncer / router) | PgBouncer CPU µs/tx | router CPU µs/tx \
+         | router / PgBouncer TPS, paired | router / PgBouncer CPU, paired |\n",
     );
-    out.push_str("|---|--:|--:|--:|--:|--:|:-:|--:|--:|\n");
+    out.push_str("|---|--:|--:|--:|--:|--:|:-:|--:|--:|--:|--:|\n");
     for row in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} |",
             row.workload,
             row.direct.tps_text(),
             row.pgbouncer.tps_text(),
@@ -139,6 +167,8 @@ pub fn throughput_table(rows: &[Row]) -> String {
             row.router.failed_text(),
             row.pgbouncer.cpu_text(),
             row.router.cpu_text(),
+            paired_text(&row.router, &row.pgbouncer, |r| Some(r.tps)),
+            paired_text(&row.router, &row.pgbouncer, |r| r.cpu_us_per_tx),
         );
     }
     out
@@ -397,6 +427,31 @@ mod tests {
         assert!(table.contains("| b | 100 | 90 | 0.90× | not met |"), "{table}");
         assert!(table.contains("| c | 100 | error | error | – | 0 / err |"), "{table}");
         assert_eq!(split_error_notes(&rows), "- split router, c: down\n");
+    }
+
+    #[test]
+    fn paired_ratio_is_the_median_of_same_round_ratios() {
+        let cpu = |v: &[f64]| {
+            Cell::Runs(
+                v.iter().map(|&c| Ok(RunResult { tps: 1.0, cpu_us_per_tx: Some(c), ..Default::default() })).collect(),
+            )
+        };
+        // Round 2 is slow for both; the medians alone (20 against 19) say
+        // the router costs more, the rounds say it costs less twice.
+        let router = cpu(&[10.0, 30.0, 20.0]);
+        let bouncer = cpu(&[12.0, 31.0, 19.0]);
+        let paired = paired_ratio(&router, &bouncer, |r| r.cpu_us_per_tx).expect("three pairs");
+        assert!((paired - 30.0 / 31.0).abs() < 1e-9, "{paired}");
+        // A round that failed for either side pairs with nothing.
+        let mut failed = router.clone();
+        if let Cell::Runs(runs) = &mut failed {
+            runs[1] = Err("down".into());
+        }
+        let paired = paired_ratio(&failed, &bouncer, |r| r.cpu_us_per_tx).expect("two pairs");
+        assert!((paired - (10.0 / 12.0 + 20.0 / 19.0) / 2.0).abs() < 1e-9, "{paired}");
+        assert_eq!(paired_ratio(&router, &Cell::Unsupported, |r| r.cpu_us_per_tx), None);
+        let rows = [Row { workload: "w".into(), direct: cpu(&[5.0]), pgbouncer: bouncer, router }];
+        assert!(throughput_table(&rows).contains("| 1.00× | 0.97× |"), "{}", throughput_table(&rows));
     }
 
     #[test]
