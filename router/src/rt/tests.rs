@@ -125,3 +125,18 @@ fn refused_connection_is_an_error() {
     let result = block_on(async move { connect("127.0.0.1", port).await.map(|_| ()) }).expect("loop runs");
     assert_eq!(result.expect_err("nothing listens").kind(), std::io::ErrorKind::ConnectionRefused);
 }
+
+/// A host name is resolved (on a thread of its own) before connecting;
+/// `localhost` comes from /etc/hosts, so no query leaves the machine.
+#[test]
+fn connects_by_name() {
+    block_on(async {
+        let (listener, addr) = listener();
+        spawn_local(async move {
+            let _ = listener.accept().await;
+        });
+        let stream = connect("localhost", addr.port()).await.expect("connect to localhost");
+        assert_eq!(stream.peer_addr().expect("peer").port(), addr.port());
+    })
+    .expect("loop runs");
+}
