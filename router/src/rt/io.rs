@@ -160,9 +160,9 @@ impl Registration {
         with_core(|core| {
             if core.id == self.loop_id {
                 let _ = core.registry.deregister(source);
-                core.io.borrow_mut().try_remove(self.token);
             }
         });
+        self.release();
     }
 
     /// Forgets the slot of a source being closed. Closing the descriptor

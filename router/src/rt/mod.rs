@@ -94,16 +94,10 @@ pub fn is_current() -> bool {
     !CORE.with(Cell::get).is_null()
 }
 
-/// Runs `future` as a task of this thread's loop. Off a worker, hands it to
-/// tokio's `spawn_local` (which needs a `LocalSet` or `LocalRuntime`).
+/// Runs `future` as a task of this thread's loop. Only workers spawn; off
+/// one this panics, as tokio's `spawn_local` outside a `LocalSet` would.
 pub fn spawn_local(future: impl Future<Output = ()> + 'static) {
-    if is_current() {
-        with_core(|core| core.spawn(Box::pin(future)));
-    } else {
-        // Not reached by the router (only workers spawn); keeps code that
-        // runs under tokio working.
-        tokio::task::spawn_local(future);
-    }
+    with_core(|core| core.spawn(Box::pin(future))).expect("rt::spawn_local called outside a worker's event loop");
 }
 
 /// Runs the loop on this thread until `future` completes, then drops the
